@@ -1,0 +1,13 @@
+// Runs benchmarks by name: `npm run bench -- seam`. Without a name, lists them.
+const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
+  seam: () => import('./seam.ts'),
+};
+const names = process.argv.slice(2);
+if (names.length === 0 || names.some((n) => !benches[n])) {
+  console.error(`usage: npm run bench -- NAME...   (benchmarks: ${Object.keys(benches).join(', ')})`);
+  process.exit(names.length === 0 ? 0 : 2);
+}
+for (const name of names) {
+  console.log(`== ${name}`);
+  await (await benches[name]!()).run();
+}

@@ -1,0 +1,4 @@
+#!/usr/bin/env node
+// Compiled by `npm ci` (the `prepare` script) into dist/.
+import { main } from '../dist/bin/cli/mirrorfs.js';
+process.exitCode = await main(process.argv.slice(2));

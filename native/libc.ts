@@ -1,0 +1,76 @@
+// The koffi bindings to glibc. Every other module in native/ goes through these;
+// nothing outside native/ imports koffi.
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+/** Raw glibc functions. Each returns -1 (or a null pointer) and sets errno on failure. */
+export const sys = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+  bind: libc.func('int bind(int fd, void *addr, uint32_t len)'),
+  connect: libc.func('int connect(int fd, void *addr, uint32_t len)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
+  sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32_t *len)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
+  ioctlPtr: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
+  ioctlInt: libc.func('int ioctl(int fd, unsigned long request, uintptr_t arg)'),
+  open: libc.func('int open(const char *path, int flags, ...)'),
+  close: libc.func('int close(int fd)'),
+  read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
+  write: libc.func('intptr_t write(int fd, void *buf, size_t count)'),
+  writev: libc.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  fstat: libc.func('int fstat(int fd, void *statbuf)'),
+  mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
+  umount2: libc.func('int umount2(const char *target, int flags)'),
+  syscall: libc.func('long syscall(long number, ...)'),
+  malloc: libc.func('void *malloc(size_t size)'),
+  free: libc.func('void free(void *ptr)'),
+};
+
+/** errno of the last failed call made through `sys`. */
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+/** Native memory that is never moved by the GC; `view` aliases it, `address` is its address. */
+export interface NativeBlock {
+  readonly ptr: unknown;
+  readonly address: bigint;
+  readonly view: Buffer;
+}
+
+/** Allocates `size` bytes of native memory for the life of the process. */
+export function allocBlock(size: number): NativeBlock {
+  const ptr = sys.malloc(size);
+  if (ptr === null) throw new Error(`malloc(${size}) failed`);
+  return { ptr, address: koffi.address(ptr), view: Buffer.from(koffi.view(ptr, size)) };
+}
+
+/** Readiness events reported by `watch`. */
+export interface PollEvents {
+  readable: boolean;
+  writable: boolean;
+  disconnect: boolean;
+}
+
+/** A koffi poll handle: libuv readiness on an arbitrary fd. */
+export interface PollHandle {
+  stop(): void;
+  close(): void;
+  unref(): void;
+  ref(): void;
+}
+
+/** libuv readiness polling (level-triggered) on `fd`. */
+export function pollFd(
+  fd: number,
+  events: { readable?: boolean; writable?: boolean; disconnect?: boolean },
+  callback: (ev: PollEvents) => void,
+): PollHandle {
+  return koffi.node.poll(fd, events, callback) as PollHandle;
+}

@@ -1,0 +1,28 @@
+import { constants } from 'node:os';
+import { sys, lastErrno } from './libc.ts';
+import { NativeError } from './errors.ts';
+
+const SYS_pidfd_send_signal = 424;
+const SYS_pidfd_open = 434;
+
+/**
+ * A pidfd for `pid` (close-on-exec by kernel default). It becomes readable when the process
+ * exits, and keeps naming that process even after its pid is reused. The caller owns it.
+ * Throws `NativeError` (`ESRCH` when no such process).
+ */
+export function pidfdOpen(pid: number): number {
+  const fd = Number(sys.syscall(SYS_pidfd_open, 'long', pid, 'long', 0));
+  if (fd < 0) throw new NativeError('pidfd_open', lastErrno(), String(pid));
+  return fd;
+}
+
+/**
+ * Sends `signal` to the process behind `pidfd`; never reaches a process that merely reuses
+ * the pid. Throws `NativeError` (`ESRCH` once the process has exited).
+ */
+export function pidfdSendSignal(pidfd: number, signal: NodeJS.Signals | number): void {
+  const signo = typeof signal === 'number' ? signal : constants.signals[signal];
+  if (Number(sys.syscall(SYS_pidfd_send_signal, 'long', pidfd, 'long', signo, 'void *', null, 'long', 0)) !== 0) {
+    throw new NativeError('pidfd_send_signal', lastErrno(), `${signal} via pidfd ${pidfd}`);
+  }
+}
