@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { runDoctor, type DoctorReport } from '../../kernel/doctor.ts';
-import { openFdCount } from './helpers/connection.ts';
+import { fdSnapshot, newFds } from './helpers/connection.ts';
 
 const cli = new URL('../../bin/fusekeeper.js', import.meta.url).pathname;
 
@@ -38,10 +38,10 @@ test('fusekeeper doctor --json reports what this kernel can do, in the stable sh
 });
 
 test('the doctor leaves no mount and no fd behind in its own process', async () => {
-  const before = openFdCount();
+  const before = fdSnapshot();
   const report = await runDoctor();
   assert.equal(report.fuse.passthrough, true);
-  assert.equal(openFdCount(), before);
+  assert.deepEqual(newFds(before), []);
   assert.deepEqual(doctorMounts(), []);
 });
 

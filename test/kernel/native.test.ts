@@ -12,7 +12,7 @@ import { waitReadable } from '../../kernel/handshake.ts';
 import { backingOpen, backingClose, backingCloseAll } from '../../kernel/backing.ts';
 import { openFuseDevice } from '../../kernel/device.ts';
 import { FuseKernelError } from '../../kernel/errors.ts';
-import { mountTestConnection, openFdCount } from './helpers/connection.ts';
+import { mountTestConnection, fdSnapshot, newFds } from './helpers/connection.ts';
 
 const receiver = new URL('./helpers/fd-receiver.ts', import.meta.url).pathname;
 
@@ -46,7 +46,7 @@ async function sendToChild(data: string, fds: number[]): Promise<{ answer: strin
 
 test('an fd of an opened file crosses to another process over SEQPACKET and is read there; SO_PEERCRED names the child', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fusekeeper-test-'));
-  const before = openFdCount();
+  const before = fdSnapshot();
   try {
     writeFileSync(join(dir, 'f'), 'content from the parent');
     const fd = openFd(join(dir, 'f'), O.RDONLY);
@@ -57,7 +57,7 @@ test('an fd of an opened file crosses to another process over SEQPACKET and is r
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  assert.equal(openFdCount(), before);
+  assert.deepEqual(newFds(before), []);
 });
 
 test('a mounted /dev/fuse fd crosses to another process, which opens and closes a backing id on it', async () => {
@@ -104,7 +104,7 @@ test('backing ids on a mounted passthrough connection: open, close, unknown id, 
 
 test('backingOpen on bad fds: a regular file, a closed fd, an unmounted /dev/fuse fd, a closed backing fd', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fusekeeper-test-'));
-  const before = openFdCount();
+  const before = fdSnapshot();
   try {
     writeFileSync(join(dir, 'f'), 'x');
     const file = openFd(join(dir, 'f'), O.RDONLY);
@@ -126,7 +126,7 @@ test('backingOpen on bad fds: a regular file, a closed fd, an unmounted /dev/fus
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  assert.equal(openFdCount(), before);
+  assert.deepEqual(newFds(before), []);
 });
 
 test('a connection without passthrough negotiated refuses backing ids with a typed error', async () => {
@@ -147,21 +147,21 @@ test('a connection without passthrough negotiated refuses backing ids with a typ
 test('a received message with more fds than expected closes the extras', () => {
   const [a, b] = createSocketPair('seqpacket');
   const file = openFd('/proc/self/status', O.RDONLY);
-  const before = openFdCount();
+  const before = fdSnapshot();
   sendMessage(a, { data: Buffer.from('x'), fds: [file, file, file, file, file] });
   const got = receiveMessage(b, { maxBytes: 16, maxFds: 2 });
   assert.equal(got.kind, 'message');
   if (got.kind !== 'message') return;
   assert.equal(got.fds.length, 2);
   assert.equal(got.extraFdsClosed, 3);
-  assert.equal(openFdCount(), before + 2);
+  assert.equal(newFds(before).length, 2, "exactly the two kept fds are new");
   closeAll(got.fds);
   const none = receiveMessage(b, { maxBytes: 16, maxFds: 0 });
   assert.equal(none.kind, 'again');
   sendMessage(a, { data: Buffer.from('y'), fds: [file] });
   const zero = receiveMessage(b, { maxBytes: 16, maxFds: 0 });
   assert.ok(zero.kind === 'message' && zero.fds.length === 0 && zero.extraFdsClosed === 1);
-  assert.equal(openFdCount(), before);
+  assert.deepEqual(newFds(before), []);
   closeAll([a, b, file]);
 });
 
