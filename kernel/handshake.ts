@@ -68,6 +68,8 @@ export async function answerInit(fuseFd: number, wanted: bigint, timeoutMs = 500
   const minor = Math.min(offered.minor, FUSE_KERNEL_MINOR_VERSION);
   let flags = offered.flags & wanted;
   if (minor < FUSE_MIN_PASSTHROUGH_MINOR) flags &= ~InitFlags.PASSTHROUGH;
+  // The kernel reads flags2 (every bit above 31) only when the reply carries INIT_EXT.
+  if (flags > 0xffffffffn) flags |= offered.flags & InitFlags.INIT_EXT;
   const body = encodeInitOut({
     major: FUSE_KERNEL_VERSION,
     minor,
