@@ -6,3 +6,4 @@ export * from './fd.ts';
 export * from './socket.ts';
 export * from './mount.ts';
 export * from './pidfd.ts';
+export * from './files.ts';

@@ -1,0 +1,280 @@
+// The /dev/fuse request loop: a thin shell around the pure codec. It reads requests
+// non-blocking on readiness, dispatches them to an async handler, and writes exactly one
+// reply per request that expects one. No error thrown by a handler crosses the dispatch
+// boundary: a FuseError becomes its errno, anything else is logged and answered EIO.
+import { constants } from 'node:os';
+import { readFd, writeFd, setNonBlocking, watchFd, errnoName, type PollHandle } from '../../native/index.ts';
+import { FUSE_IN_HEADER_SIZE, FUSE_WRITE_IN_SIZE, InitFlags, type InitOut } from '../../kernel/abi.ts';
+import {
+  parseRequest,
+  expectsReply,
+  describeRequest,
+  describeReply,
+  negotiateInit,
+  replyError,
+  replyEmpty,
+  replyInit,
+  type FuseRequest,
+  type FuseOp,
+  type InitWanted,
+} from './codec.ts';
+import { errnoOf } from './errors.ts';
+
+const { EAGAIN, EINTR, ENOENT, ENODEV, ENOSYS, EIO, EPROTO } = constants.errno;
+
+/** Per-request context handed to operations. */
+export interface RequestContext {
+  /** Aborted when the kernel sends FUSE_INTERRUPT for this request. */
+  signal: AbortSignal;
+}
+
+/** The request type of operation `K` (request interfaces may serve several ops, e.g. open/opendir). */
+export type RequestOf<K extends FuseOp> = FuseRequest extends infer R ? (R extends { op: infer O } ? (K extends O ? R & { op: K } : never) : never) : never;
+
+/**
+ * A filesystem: one optional method per operation, each resolving to the complete reply
+ * (built with the codec's `reply*` builders) or throwing `FuseError`. Missing methods are
+ * answered `ENOSYS`. `forget`/`batch_forget` get no reply; their result is ignored.
+ */
+export type FuseOperations = {
+  [K in Exclude<FuseOp, 'init' | 'interrupt' | 'unknown'>]?: (req: RequestOf<K>, ctx: RequestContext) => Promise<Buffer | void> | Buffer | void;
+};
+
+/** What the INIT exchange settled, also what a resumed daemon restores instead of INIT. */
+export interface SessionInit {
+  minor: number;
+  /** Flags in force (combined 64-bit). */
+  flags: bigint;
+  maxWrite: number;
+  passthrough: boolean;
+  initOut: InitOut;
+}
+
+/** Minimal logger interface (pino-compatible). */
+export interface FuseLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface FuseServerOptions {
+  /** What to ask for in INIT. `maxWrite` also sizes the read buffer. */
+  init: InitWanted;
+  /** A connection that already answered INIT (resumed after a crash): skip INIT, use this. */
+  resume?: SessionInit;
+  /** Called once INIT is settled (fresh or resumed). */
+  onInit?: (init: SessionInit) => void;
+  /** Prints each request and reply on one line each through `log.info`. */
+  debug?: boolean;
+  log?: FuseLogger;
+  /** Requests read per readiness callback before yielding to the event loop. */
+  batch?: number;
+}
+
+/** Why the loop ended. */
+export type StopReason = 'unmounted' | 'stopped' | 'error';
+
+const consoleLogger: FuseLogger = {
+  info: (o, m) => console.error(m ?? '', JSON.stringify(o, bigintReplacer)),
+  warn: (o, m) => console.error(m ?? '', JSON.stringify(o, bigintReplacer)),
+  error: (o, m) => console.error(m ?? '', JSON.stringify(o, bigintReplacer)),
+};
+
+function bigintReplacer(_k: string, v: unknown): unknown {
+  return typeof v === 'bigint' ? v.toString() : v;
+}
+
+/** Serves one FUSE connection. The fd stays owned by the caller: `stop()` does not close it. */
+export class FuseServer {
+  readonly fd: number;
+  readonly #ops: FuseOperations;
+  readonly #opts: FuseServerOptions;
+  readonly #log: FuseLogger;
+  readonly #inFlight = new Map<bigint, AbortController>();
+  #buf: Buffer;
+  #poll: PollHandle | undefined;
+  #init: SessionInit | undefined;
+  #stopped: StopReason | undefined;
+  #resolveDone!: (r: StopReason) => void;
+  /** Resolves when the loop ends, with the reason. */
+  readonly done: Promise<StopReason>;
+  /** Requests answered (or consumed, for those without reply). */
+  requests = 0;
+
+  constructor(fd: number, ops: FuseOperations, opts: FuseServerOptions) {
+    this.fd = fd;
+    this.#ops = ops;
+    this.#opts = opts;
+    this.#log = opts.log ?? consoleLogger;
+    this.#buf = Buffer.alloc(readBufferSize(opts.resume?.maxWrite ?? opts.init.maxWrite));
+    this.#init = opts.resume;
+    this.done = new Promise((r) => (this.#resolveDone = r));
+  }
+
+  /** The INIT settlement, once known. */
+  get init(): SessionInit | undefined {
+    return this.#init;
+  }
+
+  /** Requests being handled right now. */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** Starts reading. With `resume`, INIT is taken as settled. */
+  start(): void {
+    setNonBlocking(this.fd, true);
+    if (this.#init) this.#opts.onInit?.(this.#init);
+    this.#poll = watchFd(this.fd, { readable: true }, () => this.#drain());
+  }
+
+  /** Stops reading (in-flight requests still get their replies). Idempotent. */
+  stop(reason: StopReason = 'stopped'): void {
+    if (this.#stopped) return;
+    this.#stopped = reason;
+    this.#poll?.close();
+    this.#poll = undefined;
+    this.#resolveDone(reason);
+  }
+
+  /** Resolves once no request is in flight. */
+  async idle(): Promise<void> {
+    while (this.#inFlight.size > 0) await new Promise((r) => setTimeout(r, 1));
+  }
+
+  #drain(): void {
+    const batch = this.#opts.batch ?? 32;
+    for (let i = 0; i < batch && !this.#stopped; i++) {
+      const n = readFd(this.fd, this.#buf);
+      if (n >= 0) {
+        this.#dispatch(Buffer.from(this.#buf.subarray(0, n)));
+        continue;
+      }
+      const errno = -n;
+      if (errno === EAGAIN) return;
+      // ENOENT: the request was interrupted and dropped between readiness and read.
+      if (errno === EINTR || errno === ENOENT) continue;
+      if (errno === ENODEV) {
+        this.#log.info({ event: 'fuse.unmounted' }, 'connection ended (unmounted or aborted)');
+        this.stop('unmounted');
+        return;
+      }
+      this.#log.error({ event: 'fuse.read_failed', errno: errnoName(errno) }, 'reading /dev/fuse failed');
+      this.stop('error');
+      return;
+    }
+  }
+
+  #write(reply: Buffer, opcode: number): void {
+    if (this.#opts.debug) this.#log.info({ event: 'fuse.reply' }, describeReply(reply, opcode));
+    const n = writeFd(this.fd, reply);
+    if (n === reply.length) return;
+    const errno = n < 0 ? -n : EIO;
+    // ENOENT: the request was interrupted or aborted meanwhile; the kernel no longer wants it.
+    if (errno === ENOENT) return;
+    if (errno === ENODEV) {
+      this.stop('unmounted');
+      return;
+    }
+    this.#log.error({ event: 'fuse.reply_refused', errno: errnoName(errno), reply: describeReply(reply, opcode) }, 'the kernel refused a reply');
+  }
+
+  #dispatch(data: Buffer): void {
+    const parsed = parseRequest(data, { minor: this.#init?.minor ?? 0, flags: this.#init?.flags ?? 0n });
+    if (!parsed.ok) {
+      const { error } = parsed;
+      this.#log.warn({ event: 'fuse.framing_error', code: error.code, opcode: error.opcode }, error.message);
+      if (error.unique !== undefined && error.opcode !== undefined && expectsReply(error.opcode)) {
+        this.#write(replyError(error.unique, EIO), error.opcode);
+      }
+      return;
+    }
+    const req = parsed.request;
+    this.requests++;
+    if (this.#opts.debug) this.#log.info({ event: 'fuse.request' }, describeRequest(req));
+    const { unique, opcode } = req.header;
+    switch (req.op) {
+      case 'init':
+        this.#handleInit(req);
+        return;
+      case 'interrupt':
+        this.#inFlight.get(req.targetUnique)?.abort();
+        return;
+      case 'unknown':
+        if (expectsReply(opcode)) this.#write(replyError(unique, ENOSYS), opcode);
+        return;
+      case 'destroy':
+        this.#write(replyEmpty(unique), opcode);
+        this.stop('unmounted');
+        return;
+      default:
+        break;
+    }
+    const handler = this.#ops[req.op] as ((r: FuseRequest, ctx: RequestContext) => Promise<Buffer | void> | Buffer | void) | undefined;
+    const wantsReply = expectsReply(opcode);
+    if (!handler) {
+      if (wantsReply) this.#write(replyError(unique, ENOSYS), opcode);
+      return;
+    }
+    const controller = new AbortController();
+    if (wantsReply) this.#inFlight.set(unique, controller);
+    let result: Promise<Buffer | void> | Buffer | void;
+    try {
+      result = handler.call(this.#ops, req, { signal: controller.signal });
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    if (!wantsReply) {
+      Promise.resolve(result).catch((err: unknown) => this.#log.error({ event: 'fuse.handler_failed', op: req.op, err: String(err) }, 'handler failed'));
+      return;
+    }
+    Promise.resolve(result).then(
+      (reply) => {
+        this.#inFlight.delete(unique);
+        if (reply) this.#write(reply, opcode);
+        else {
+          this.#log.error({ event: 'fuse.no_reply', op: req.op }, 'handler resolved without a reply');
+          this.#write(replyError(unique, EIO), opcode);
+        }
+      },
+      (err: unknown) => {
+        this.#inFlight.delete(unique);
+        const errno = errnoOf(err);
+        if (errno === undefined) {
+          this.#log.error({ event: 'fuse.handler_failed', op: req.op, err: err instanceof Error ? err.stack : String(err) }, 'handler threw; answering EIO');
+        }
+        this.#write(replyError(unique, errno ?? EIO), opcode);
+      },
+    );
+  }
+
+  #handleInit(req: Extract<FuseRequest, { op: 'init' }>): void {
+    const { unique, opcode } = req.header;
+    const result = negotiateInit(req.init, this.#opts.init);
+    if (!result.ok) {
+      this.#log.error({ event: 'fuse.init_refused', reason: result.reason }, 'cannot speak the kernel protocol');
+      this.#write(replyError(unique, result.errno ?? EPROTO), opcode);
+      return;
+    }
+    this.#write(replyInit(unique, result.initOut), opcode);
+    if (result.awaitReinit) return;
+    this.#init = {
+      minor: result.minor,
+      flags: result.flags,
+      maxWrite: result.initOut.maxWrite,
+      passthrough: result.passthrough,
+      initOut: result.initOut,
+    };
+    if (readBufferSize(this.#init.maxWrite) > this.#buf.length) this.#buf = Buffer.alloc(readBufferSize(this.#init.maxWrite));
+    this.#log.info(
+      { event: 'fuse.init', protocol: `7.${result.minor}`, passthrough: result.passthrough, resend: (result.flags & InitFlags.HAS_RESEND) !== 0n, maxWrite: this.#init.maxWrite },
+      'FUSE connection initialised',
+    );
+    this.#opts.onInit?.(this.#init);
+  }
+}
+
+/** A /dev/fuse read buffer for `maxWrite`: the kernel refuses shorter reads with EINVAL. */
+export function readBufferSize(maxWrite: number): number {
+  return Math.max(8192, FUSE_IN_HEADER_SIZE + FUSE_WRITE_IN_SIZE + maxWrite + 4096);
+}

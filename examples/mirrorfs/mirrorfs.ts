@@ -1,0 +1,486 @@
+// mirrorfs: mirrors a source directory read-write through FUSE, with kernel passthrough for
+// file data. Metadata goes through this daemon; reads and writes of open files go straight
+// to the source file in the kernel when passthrough is on.
+import { promises as fsp, constants as fsc, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, futimes as futimesCb, fstat as fstatCb, type BigIntStats } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fstatFd, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange } from '../../native/index.ts';
+import { FATTR, FOPEN, FUSE_FSYNC_FDATASYNC, RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr } from '../../kernel/abi.ts';
+import {
+  DirentBuilder,
+  replyAttr,
+  replyCreate,
+  replyData,
+  replyEmpty,
+  replyEntry,
+  replyLseek,
+  replyOpen,
+  replyStatfs,
+  replyWrite,
+  replyXattrSize,
+  replyCopyFileRange64,
+  type EntryOut,
+  type FuseRequest,
+} from '../../client/fuse/codec.ts';
+import { FuseError } from '../../client/fuse/errors.ts';
+import type { FuseOperations, RequestOf } from '../../client/fuse/server.ts';
+import type { BackingTable } from '../../client/fuse/passthrough.ts';
+import { NodeTable, type Node } from './nodes.ts';
+
+const openFd = promisify(openCb) as (path: string, flags: number, mode?: number) => Promise<number>;
+const closeFd = promisify(closeCb);
+const readAt = promisify(readCb) as unknown as (fd: number, buf: Buffer, off: number, len: number, pos: bigint | number) => Promise<number>;
+const writeAt = promisify(writeCb) as unknown as (fd: number, buf: Buffer, off: number, len: number, pos: bigint | number) => Promise<number>;
+const fsyncFd = promisify(fsyncCb);
+const fdatasyncFd = promisify(fdatasyncCb);
+const ftruncateFd = promisify(ftruncateCb);
+const futimesFd = promisify(futimesCb);
+
+type Req<K extends FuseRequest['op']> = RequestOf<K>;
+
+/** Seconds the kernel may cache names and attributes. */
+const TTL = 1;
+const O_ACCMODE = 3;
+/** open(2) flags the kernel handles itself, or that make no sense on an existing file. */
+const OPEN_FLAGS_DROPPED = fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_TRUNC;
+const XATTR_SIZE_MAX = 65536;
+
+/** An open file handle. */
+interface FileHandle {
+  kind: 'file';
+  fd: number;
+  nodeid: bigint;
+  dev: bigint;
+  ino: bigint;
+  backingId: number;
+}
+
+/** An open directory handle: entries are read once per rewind. */
+interface DirHandle {
+  kind: 'dir';
+  nodeid: bigint;
+  entries: { name: string; type: number }[] | undefined;
+}
+
+/** Counters the tests and benchmarks read. */
+export interface MirrorStats {
+  reads: number;
+  writes: number;
+  opens: number;
+  passthroughOpens: number;
+}
+
+export interface MirrorOptions {
+  /** Absolute, resolved source directory. */
+  source: string;
+  /** Passthrough backing ids (null: no passthrough, reads go through the daemon). */
+  backing: BackingTable | null;
+}
+
+function attrOf(st: BigIntStats): Attr {
+  return {
+    ino: st.ino,
+    size: st.size,
+    blocks: st.blocks,
+    atime: st.atimeNs / 1_000_000_000n,
+    mtime: st.mtimeNs / 1_000_000_000n,
+    ctime: st.ctimeNs / 1_000_000_000n,
+    atimensec: Number(st.atimeNs % 1_000_000_000n),
+    mtimensec: Number(st.mtimeNs % 1_000_000_000n),
+    ctimensec: Number(st.ctimeNs % 1_000_000_000n),
+    mode: Number(st.mode),
+    nlink: Number(st.nlink),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    rdev: Number(st.rdev & 0xffffffffn),
+    blksize: Number(st.blksize),
+    flags: 0,
+  };
+}
+
+/** Seconds + nanoseconds as the fractional seconds `fs.utimes` takes. */
+function toTime(sec: bigint, nsec: number): number {
+  return Number(sec) + nsec / 1e9;
+}
+
+export class MirrorFs implements FuseOperations {
+  readonly source: string;
+  readonly nodes: NodeTable;
+  readonly stats: MirrorStats = { reads: 0, writes: 0, opens: 0, passthroughOpens: 0 };
+  #backing: BackingTable | null;
+  readonly #handles = new Map<bigint, FileHandle | DirHandle>();
+  #nextFh = 1n;
+  readonly #asRoot = process.getuid?.() === 0;
+
+  constructor(opts: MirrorOptions, root: BigIntStats) {
+    this.source = opts.source;
+    this.#backing = opts.backing;
+    this.nodes = new NodeTable(root.dev, root.ino);
+  }
+
+  /** Opens mirrorfs over `source` (must be an existing directory). */
+  static async create(opts: MirrorOptions): Promise<MirrorFs> {
+    const root = await fsp.stat(opts.source, { bigint: true });
+    if (!root.isDirectory()) throw new FuseError('ENOTDIR', `${opts.source} is not a directory`);
+    return new MirrorFs(opts, root);
+  }
+
+  /** Uses `backing` for passthrough from now on (set once INIT settled whether passthrough is on). */
+  setBacking(backing: BackingTable | null): void {
+    this.#backing = backing;
+  }
+
+  /** Open handles (files and directories). */
+  get openHandles(): number {
+    return this.#handles.size;
+  }
+
+  #node(nodeid: bigint): Node {
+    const node = this.nodes.get(nodeid);
+    if (!node) throw new FuseError('ESTALE', `unknown nodeid ${nodeid}`);
+    return node;
+  }
+
+  #abs(rel: string): string {
+    return rel === '' ? this.source : join(this.source, rel);
+  }
+
+  #file(fh: bigint): FileHandle {
+    const h = this.#handles.get(fh);
+    if (!h || h.kind !== 'file') throw new FuseError('EBADF', `unknown file handle ${fh}`);
+    return h;
+  }
+
+  #dir(fh: bigint): DirHandle {
+    const h = this.#handles.get(fh);
+    if (!h || h.kind !== 'dir') throw new FuseError('EBADF', `unknown directory handle ${fh}`);
+    return h;
+  }
+
+  #entry(node: Node, st: BigIntStats): EntryOut {
+    return { nodeid: node.nodeid, generation: 0n, entryValid: TTL, attrValid: TTL, attr: attrOf(st) };
+  }
+
+  /** Looks `rel` up in the source and counts one kernel lookup of it. */
+  async #lookupPath(rel: string): Promise<EntryOut> {
+    const st = await fsp.lstat(this.#abs(rel), { bigint: true });
+    return this.#entry(this.nodes.remember(rel, st.dev, st.ino), st);
+  }
+
+  /** New files belong to the caller, as on a local filesystem (the daemon runs as root). */
+  async #own(abs: string, uid: number, gid: number): Promise<void> {
+    if (this.#asRoot) await fsp.lchown(abs, uid, gid);
+  }
+
+  lookup = async (req: Req<'lookup'>): Promise<Buffer> => {
+    const parent = this.#node(req.header.nodeid);
+    return replyEntry(req.header.unique, await this.#lookupPath(this.nodes.childPath(parent, req.name)));
+  };
+
+  forget = (req: Req<'forget'>): void => {
+    this.nodes.forget(req.header.nodeid, req.nlookup);
+  };
+
+  batch_forget = (req: Req<'batch_forget'>): void => {
+    for (const f of req.forgets) this.nodes.forget(f.nodeid, f.nlookup);
+  };
+
+  getattr = async (req: Req<'getattr'>): Promise<Buffer> => {
+    const handle = this.#handles.get(req.fh);
+    const st = handle?.kind === 'file' ? await fstatBig(handle.fd, { bigint: true }) : await fsp.lstat(this.#abs(this.#node(req.header.nodeid).path), { bigint: true });
+    return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
+  };
+
+  setattr = async (req: Req<'setattr'>): Promise<Buffer> => {
+    const abs = this.#abs(this.#node(req.header.nodeid).path);
+    const handle = req.valid & FATTR.FH ? this.#handles.get(req.fh) : undefined;
+    const fd = handle?.kind === 'file' ? handle.fd : undefined;
+    if (req.valid & FATTR.MODE) await fsp.chmod(abs, req.mode & 0o7777);
+    if (req.valid & (FATTR.UID | FATTR.GID)) {
+      await fsp.lchown(abs, req.valid & FATTR.UID ? req.uid : -1, req.valid & FATTR.GID ? req.gid : -1);
+    }
+    if (req.valid & FATTR.SIZE) {
+      if (fd !== undefined) await ftruncateFd(fd, Number(req.size));
+      else await fsp.truncate(abs, Number(req.size));
+    }
+    if (req.valid & (FATTR.ATIME | FATTR.MTIME)) {
+      const now = Date.now() / 1000;
+      const st = await fsp.lstat(abs, { bigint: true });
+      const atime = req.valid & FATTR.ATIME_NOW ? now : req.valid & FATTR.ATIME ? toTime(req.atime, req.atimensec) : Number(st.atimeNs) / 1e9;
+      const mtime = req.valid & FATTR.MTIME_NOW ? now : req.valid & FATTR.MTIME ? toTime(req.mtime, req.mtimensec) : Number(st.mtimeNs) / 1e9;
+      if (fd !== undefined) await futimesFd(fd, atime, mtime);
+      else await fsp.lutimes(abs, atime, mtime);
+    }
+    const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(abs, { bigint: true });
+    return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
+  };
+
+  readlink = async (req: Req<'readlink'>): Promise<Buffer> => {
+    const target = await fsp.readlink(this.#abs(this.#node(req.header.nodeid).path), { encoding: 'buffer' });
+    return replyData(req.header.unique, target);
+  };
+
+  symlink = async (req: Req<'symlink'>): Promise<Buffer> => {
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    await fsp.symlink(req.target, this.#abs(rel));
+    await this.#own(this.#abs(rel), req.header.uid, req.header.gid);
+    return replyEntry(req.header.unique, await this.#lookupPath(rel));
+  };
+
+  mknod = async (req: Req<'mknod'>): Promise<Buffer> => {
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    mknod(this.#abs(rel), req.mode & ~req.umask, req.rdev);
+    await this.#own(this.#abs(rel), req.header.uid, req.header.gid);
+    return replyEntry(req.header.unique, await this.#lookupPath(rel));
+  };
+
+  mkdir = async (req: Req<'mkdir'>): Promise<Buffer> => {
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    await fsp.mkdir(this.#abs(rel), req.mode & ~req.umask & 0o7777);
+    await this.#own(this.#abs(rel), req.header.uid, req.header.gid);
+    return replyEntry(req.header.unique, await this.#lookupPath(rel));
+  };
+
+  unlink = async (req: Req<'unlink'>): Promise<Buffer> => {
+    await fsp.unlink(this.#abs(this.nodes.childPath(this.#node(req.header.nodeid), req.name)));
+    return replyEmpty(req.header.unique);
+  };
+
+  rmdir = async (req: Req<'rmdir'>): Promise<Buffer> => {
+    await fsp.rmdir(this.#abs(this.nodes.childPath(this.#node(req.header.nodeid), req.name)));
+    return replyEmpty(req.header.unique);
+  };
+
+  #rename = async (req: Req<'rename' | 'rename2'>): Promise<Buffer> => {
+    const from = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    const to = this.nodes.childPath(this.#node(req.newdir), req.newname);
+    if (req.flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new FuseError('EINVAL');
+    if (req.flags) rename2(this.#abs(from), this.#abs(to), req.flags);
+    else await fsp.rename(this.#abs(from), this.#abs(to));
+    if (req.flags & RENAME_EXCHANGE) this.nodes.exchanged(from, to);
+    else this.nodes.renamed(from, to);
+    return replyEmpty(req.header.unique);
+  };
+  rename = this.#rename;
+  rename2 = this.#rename;
+
+  link = async (req: Req<'link'>): Promise<Buffer> => {
+    const target = this.#node(req.oldnodeid);
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.newname);
+    await fsp.link(this.#abs(target.path), this.#abs(rel));
+    return replyEntry(req.header.unique, await this.#lookupPath(rel));
+  };
+
+  /** Registers an open fd as a handle, with a passthrough backing id when possible. */
+  async #openHandle(fd: number, nodeid: bigint): Promise<{ fh: bigint; openFlags: number; backingId: number }> {
+    const st = fstatFd(fd);
+    let backingId = 0;
+    try {
+      backingId = this.#backing ? await this.#backing.acquire(fd, st.dev, st.ino) : 0;
+    } catch (err) {
+      await closeFd(fd);
+      throw err;
+    }
+    const fh = this.#nextFh++;
+    this.#handles.set(fh, { kind: 'file', fd, nodeid, dev: st.dev, ino: st.ino, backingId });
+    this.stats.opens++;
+    if (backingId) this.stats.passthroughOpens++;
+    return { fh, openFlags: backingId ? FOPEN.PASSTHROUGH : 0, backingId };
+  }
+
+  open = async (req: Req<'open'>): Promise<Buffer> => {
+    const node = this.#node(req.header.nodeid);
+    const fd = await openFd(this.#abs(node.path), (req.flags & ~OPEN_FLAGS_DROPPED) | fsc.O_NOFOLLOW);
+    return replyOpen(req.header.unique, await this.#openHandle(fd, node.nodeid));
+  };
+
+  create = async (req: Req<'create'>): Promise<Buffer> => {
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    const abs = this.#abs(rel);
+    const fd = await openFd(abs, (req.flags & ~fsc.O_NOCTTY) | fsc.O_CREAT | fsc.O_NOFOLLOW, req.mode & ~req.umask & 0o7777);
+    try {
+      await this.#own(abs, req.header.uid, req.header.gid);
+    } catch (err) {
+      await closeFd(fd);
+      throw err;
+    }
+    const st = await fstatBig(fd, { bigint: true });
+    const node = this.nodes.remember(rel, st.dev, st.ino);
+    const open = await this.#openHandle(fd, node.nodeid);
+    return replyCreate(req.header.unique, this.#entry(node, st), open);
+  };
+
+  read = async (req: Req<'read'>): Promise<Buffer> => {
+    const h = this.#file(req.fh);
+    this.stats.reads++;
+    const buf = Buffer.allocUnsafe(req.size);
+    const n = await readAt(h.fd, buf, 0, req.size, req.offset);
+    return replyData(req.header.unique, buf.subarray(0, n));
+  };
+
+  write = async (req: Req<'write'>): Promise<Buffer> => {
+    const h = this.#file(req.fh);
+    this.stats.writes++;
+    const n = await writeAt(h.fd, req.data, 0, req.data.length, req.offset);
+    return replyWrite(req.header.unique, n);
+  };
+
+  flush = (req: Req<'flush'>): Buffer => {
+    this.#file(req.fh);
+    return replyEmpty(req.header.unique);
+  };
+
+  fsync = async (req: Req<'fsync'>): Promise<Buffer> => {
+    const h = this.#file(req.fh);
+    await (req.fsyncFlags & FUSE_FSYNC_FDATASYNC ? fdatasyncFd(h.fd) : fsyncFd(h.fd));
+    return replyEmpty(req.header.unique);
+  };
+
+  release = async (req: Req<'release'>): Promise<Buffer> => {
+    const h = this.#file(req.fh);
+    this.#handles.delete(req.fh);
+    if (h.backingId) this.#backing?.release(h.dev, h.ino);
+    await closeFd(h.fd);
+    return replyEmpty(req.header.unique);
+  };
+
+  opendir = async (req: Req<'opendir'>): Promise<Buffer> => {
+    const node = this.#node(req.header.nodeid);
+    const st = await fsp.lstat(this.#abs(node.path));
+    if (!st.isDirectory()) throw new FuseError('ENOTDIR');
+    const fh = this.#nextFh++;
+    this.#handles.set(fh, { kind: 'dir', nodeid: node.nodeid, entries: undefined });
+    return replyOpen(req.header.unique, { fh, openFlags: 0 });
+  };
+
+  async #dirEntries(h: DirHandle, offset: bigint): Promise<{ name: string; type: number }[]> {
+    if (offset === 0n || !h.entries) {
+      const dirents = await fsp.readdir(this.#abs(this.#node(h.nodeid).path), { withFileTypes: true });
+      h.entries = [{ name: '.', type: 4 }, { name: '..', type: 4 }, ...dirents.map((d) => ({ name: d.name, type: direntTypeOf(d) }))];
+    }
+    return h.entries;
+  }
+
+  readdir = async (req: Req<'readdir'>): Promise<Buffer> => {
+    const h = this.#dir(req.fh);
+    const entries = await this.#dirEntries(h, req.offset);
+    const out = new DirentBuilder(req.header.unique, req.size);
+    for (let i = Number(req.offset); i < entries.length; i++) {
+      const e = entries[i]!;
+      if (!out.add({ name: e.name, off: i + 1, ino: 0xffffffffn, type: e.type })) break;
+    }
+    return out.finish();
+  };
+
+  readdirplus = async (req: Req<'readdirplus'>): Promise<Buffer> => {
+    const h = this.#dir(req.fh);
+    const dir = this.#node(h.nodeid);
+    const entries = await this.#dirEntries(h, req.offset);
+    const out = new DirentBuilder(req.header.unique, req.size, true);
+    for (let i = Number(req.offset); i < entries.length; i++) {
+      const e = entries[i]!;
+      if (e.name === '.' || e.name === '..') {
+        if (!out.add({ name: e.name, off: i + 1, ino: 0xffffffffn, type: e.type })) break;
+        continue;
+      }
+      const rel = this.nodes.childPath(dir, e.name);
+      let st: BigIntStats;
+      try {
+        st = await fsp.lstat(this.#abs(rel), { bigint: true });
+      } catch {
+        continue; // removed since readdir
+      }
+      const node = this.nodes.remember(rel, st.dev, st.ino);
+      if (!out.add({ name: e.name, off: i + 1, entry: this.#entry(node, st) })) {
+        this.nodes.forget(node.nodeid, 1n);
+        break;
+      }
+    }
+    return out.finish();
+  };
+
+  releasedir = (req: Req<'releasedir'>): Buffer => {
+    this.#handles.delete(req.fh);
+    return replyEmpty(req.header.unique);
+  };
+
+  fsyncdir = (req: Req<'fsyncdir'>): Buffer => replyEmpty(req.header.unique);
+
+  statfs = async (req: Req<'statfs'>): Promise<Buffer> => {
+    const st = await fsp.statfs(this.source, { bigint: true });
+    return replyStatfs(req.header.unique, {
+      blocks: st.blocks,
+      bfree: st.bfree,
+      bavail: st.bavail,
+      files: st.files,
+      ffree: st.ffree,
+      bsize: Number(st.bsize),
+      namelen: 255,
+      frsize: Number(st.bsize),
+    });
+  };
+
+  setxattr = (req: Req<'setxattr'>): Buffer => {
+    setXattr(this.#abs(this.#node(req.header.nodeid).path), req.name, req.value, req.flags);
+    return replyEmpty(req.header.unique);
+  };
+
+  getxattr = (req: Req<'getxattr'>): Buffer => {
+    const value = getXattr(this.#abs(this.#node(req.header.nodeid).path), req.name, Math.min(req.size, XATTR_SIZE_MAX));
+    return typeof value === 'number' ? replyXattrSize(req.header.unique, value) : replyData(req.header.unique, value);
+  };
+
+  listxattr = (req: Req<'listxattr'>): Buffer => {
+    const list = listXattr(this.#abs(this.#node(req.header.nodeid).path), Math.min(req.size, XATTR_SIZE_MAX));
+    return typeof list === 'number' ? replyXattrSize(req.header.unique, list) : replyData(req.header.unique, list);
+  };
+
+  removexattr = (req: Req<'removexattr'>): Buffer => {
+    removeXattr(this.#abs(this.#node(req.header.nodeid).path), req.name);
+    return replyEmpty(req.header.unique);
+  };
+
+  access = async (req: Req<'access'>): Promise<Buffer> => {
+    await fsp.access(this.#abs(this.#node(req.header.nodeid).path), req.mask);
+    return replyEmpty(req.header.unique);
+  };
+
+  fallocate = (req: Req<'fallocate'>): Buffer => {
+    fallocate(this.#file(req.fh).fd, req.mode, req.offset, req.length);
+    return replyEmpty(req.header.unique);
+  };
+
+  lseek = (req: Req<'lseek'>): Buffer => replyLseek(req.header.unique, lseek(this.#file(req.fh).fd, req.offset, req.whence));
+
+  copy_file_range = (req: Req<'copy_file_range'>): Buffer => {
+    const n = copyFileRange(this.#file(req.fhIn).fd, req.offIn, this.#file(req.fhOut).fd, req.offOut, Number(req.len > 0x7ffff000n ? 0x7ffff000n : req.len));
+    return replyWrite(req.header.unique, n);
+  };
+
+  copy_file_range_64 = (req: Req<'copy_file_range_64'>): Buffer => {
+    const n = copyFileRange(this.#file(req.fhIn).fd, req.offIn, this.#file(req.fhOut).fd, req.offOut, Number(req.len > 0x7ffff000n ? 0x7ffff000n : req.len));
+    return replyCopyFileRange64(req.header.unique, n);
+  };
+
+  /** Closes every open handle's fd (at shutdown). */
+  async closeAll(): Promise<void> {
+    for (const [fh, h] of this.#handles) {
+      this.#handles.delete(fh);
+      if (h.kind === 'file') await closeFd(h.fd).catch(() => {});
+    }
+  }
+}
+
+const fstatBig = promisify(fstatCb as (fd: number, o: { bigint: true }, cb: (e: NodeJS.ErrnoException | null, s: BigIntStats) => void) => void) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>;
+
+function direntTypeOf(d: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): number {
+  if (d.isFile()) return 8;
+  if (d.isDirectory()) return 4;
+  if (d.isSymbolicLink()) return 10;
+  if (d.isFIFO()) return 1;
+  if (d.isSocket()) return 12;
+  if (d.isCharacterDevice()) return 2;
+  if (d.isBlockDevice()) return 6;
+  return 0;
+}
+

@@ -1,0 +1,68 @@
+// File operations Node's fs module does not offer: mknod, renameat2 flags, xattrs,
+// fallocate, SEEK_DATA/SEEK_HOLE and copy_file_range. All throw `NativeError`; none takes
+// ownership of an fd.
+import { sys, lastErrno } from './libc.ts';
+import { NativeError } from './errors.ts';
+
+const AT_FDCWD = -100;
+
+function check(ok: boolean, syscall: string, detail: string): void {
+  if (!ok) throw new NativeError(syscall, lastErrno(), detail);
+}
+
+/** mknod(2): device nodes, FIFOs, sockets and regular files. `dev` in glibc encoding. */
+export function mknod(path: string, mode: number, dev: number | bigint): void {
+  check(sys.mknod(path, mode, BigInt(dev)) === 0, 'mknod', path);
+}
+
+/** renameat2(2) with RENAME_NOREPLACE (1), RENAME_EXCHANGE (2) or RENAME_WHITEOUT (4). */
+export function rename2(from: string, to: string, flags: number): void {
+  check(sys.renameat2(AT_FDCWD, from, AT_FDCWD, to, flags) === 0, 'renameat2', `${from} -> ${to}`);
+}
+
+/** lgetxattr(2): the value's size when `size` is 0, else the value (ERANGE when larger than `size`). */
+export function getXattr(path: string, name: string, size: number): number | Buffer {
+  const buf = size > 0 ? Buffer.alloc(size) : null;
+  const n = Number(sys.lgetxattr(path, name, buf, size));
+  check(n >= 0, 'lgetxattr', `${name} of ${path}`);
+  return buf ? buf.subarray(0, n) : n;
+}
+
+/** lsetxattr(2); `flags` XATTR_CREATE (1) / XATTR_REPLACE (2). */
+export function setXattr(path: string, name: string, value: Buffer, flags: number): void {
+  check(sys.lsetxattr(path, name, value, value.length, flags) === 0, 'lsetxattr', `${name} of ${path}`);
+}
+
+/** llistxattr(2): the list's size when `size` is 0, else the NUL-separated names. */
+export function listXattr(path: string, size: number): number | Buffer {
+  const buf = size > 0 ? Buffer.alloc(size) : null;
+  const n = Number(sys.llistxattr(path, buf, size));
+  check(n >= 0, 'llistxattr', path);
+  return buf ? buf.subarray(0, n) : n;
+}
+
+/** lremovexattr(2). */
+export function removeXattr(path: string, name: string): void {
+  check(sys.lremovexattr(path, name) === 0, 'lremovexattr', `${name} of ${path}`);
+}
+
+/** fallocate(2). */
+export function fallocate(fd: number, mode: number, offset: bigint, length: bigint): void {
+  check(sys.fallocate(fd, mode, offset, length) === 0, 'fallocate', String(fd));
+}
+
+/** lseek(2), for SEEK_DATA (3) and SEEK_HOLE (4) among others. */
+export function lseek(fd: number, offset: bigint, whence: number): bigint {
+  const r = BigInt(sys.lseek(fd, offset, whence));
+  check(r >= 0n, 'lseek', String(fd));
+  return r;
+}
+
+/** copy_file_range(2) at explicit offsets; returns bytes copied. */
+export function copyFileRange(fdIn: number, offIn: bigint, fdOut: number, offOut: bigint, len: number, flags = 0): number {
+  const inOff = [offIn];
+  const outOff = [offOut];
+  const n = Number(sys.copy_file_range(fdIn, inOff, fdOut, outOff, len, flags));
+  check(n >= 0, 'copy_file_range', `${fdIn} -> ${fdOut}`);
+  return n;
+}
