@@ -1,0 +1,8 @@
+// The supervisor <-> daemon control protocol (docs/protocol.md): a pure codec over Buffers.
+export * from './limits.ts';
+export * from './errors.ts';
+export * from './messages.ts';
+export * from './names.ts';
+export { decodeMessage, describeMessage, encodeJournalClose, encodeJournalOpen, encodeMessage, readHeader } from './codec.ts';
+export type { DecodeOptions, DecodeResult, FrameHeader } from './codec.ts';
+export * from './sequences.ts';

@@ -1,0 +1,144 @@
+// Multi-message exchanges: the ACQUIRE reply sequence (both ends), journal and ADOPT
+// chunking, and ERROR construction. Pure, like the rest of protocol/.
+import { encodeMessage } from './codec.ts';
+import { ERRNO, ProtocolError, type ErrnoCode } from './errors.ts';
+import { MAX_ADOPT_CHUNK, MAX_ERROR_MESSAGE, MAX_JOURNAL_CHUNK } from './limits.ts';
+import type { AcquiredMessage, AdoptMessage, ControlMessage, ErrorMessage, JournalEntriesMessage, JournalEntry } from './messages.ts';
+
+/**
+ * Splits journal entries into JOURNAL_ENTRIES messages of at most MAX_JOURNAL_CHUNK entries,
+ * each of which encodes to at most MAX_MESSAGE bytes. No entries: no messages.
+ */
+export function chunkJournal(entries: readonly JournalEntry[]): JournalEntriesMessage[] {
+  const out: JournalEntriesMessage[] = [];
+  for (let i = 0; i < entries.length; i += MAX_JOURNAL_CHUNK) {
+    out.push({ type: 'journal_entries', entries: entries.slice(i, i + MAX_JOURNAL_CHUNK) });
+  }
+  return out;
+}
+
+/**
+ * Splits the ids a new owner keeps into ADOPT messages: every one but the last has
+ * `more: true` (answered OK), the last `more: false` (answered ADOPTED). Always at least one.
+ */
+export function chunkAdopt(ids: readonly number[]): AdoptMessage[] {
+  const out: AdoptMessage[] = [];
+  for (let i = 0; i < ids.length; i += MAX_ADOPT_CHUNK) {
+    out.push({ type: 'adopt', more: i + MAX_ADOPT_CHUNK < ids.length, ids: ids.slice(i, i + MAX_ADOPT_CHUNK) });
+  }
+  if (out.length === 0) out.push({ type: 'adopt', more: false, ids: [] });
+  return out;
+}
+
+/** An ERROR message for a protocol errno code; the message is cut to MAX_ERROR_MESSAGE bytes. */
+export function errorMessage(code: ErrnoCode, message: string): ErrorMessage {
+  let text = message.replace(/\0/g, ' ').replace(/\p{Cs}/gu, '\uFFFD');
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length > MAX_ERROR_MESSAGE) {
+    let end = MAX_ERROR_MESSAGE;
+    while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--; // cut at a character boundary
+    text = bytes.toString('utf8', 0, end);
+  }
+  return { type: 'error', errno: ERRNO[code], code, message: text };
+}
+
+/** Everything a successful ACQUIRE hands over besides the fd. */
+export interface AcquireState {
+  acquired: AcquiredMessage;
+  /** The saved INIT parameters; only on a resumed acquire, and only if the last owner saved them. */
+  initParams: Buffer | null;
+  checkpoint: ReadonlyMap<string, Buffer>;
+  journal: readonly JournalEntry[];
+}
+
+/**
+ * The supervisor's side: every frame answering ACQUIRE `requestId`, in order: ACQUIRED (send
+ * it with the /dev/fuse fd), INIT_PARAMS if any, one CHECKPOINT_ENTRY per key, the journal in
+ * chunks, STATE_END. The frames must be sent back to back, nothing else in between.
+ * Throws ProtocolError EINVAL for state a fresh (not resumed) acquire cannot carry.
+ */
+export function encodeAcquireSequence(requestId: number, state: AcquireState): Buffer[] {
+  const { acquired, initParams, checkpoint, journal } = state;
+  if (!acquired.resumed && (initParams !== null || checkpoint.size > 0 || journal.length > 0)) {
+    throw new ProtocolError('EINVAL', 'bad sequence', 'a fresh ACQUIRED carries no saved state');
+  }
+  const frames = [encodeMessage(acquired, requestId)];
+  if (initParams !== null) frames.push(encodeMessage({ type: 'init_params', params: initParams }, requestId));
+  for (const [key, value] of checkpoint) frames.push(encodeMessage({ type: 'checkpoint_entry', key, value }, requestId));
+  for (const chunk of chunkJournal(journal)) frames.push(encodeMessage(chunk, requestId));
+  frames.push(encodeMessage({ type: 'state_end', initParams: initParams !== null, checkpointCount: checkpoint.size, journalCount: journal.length }, requestId));
+  return frames;
+}
+
+/** Progress of an AcquireCollector. */
+export type AcquireProgress =
+  | { done: false }
+  | { done: true; state: AcquireState & { checkpoint: Map<string, Buffer>; journal: JournalEntry[] } }
+  | { done: true; error: ProtocolError }
+  | { done: true; refused: ErrorMessage };
+
+/**
+ * The client's side: feed it every message that arrives on the ACQUIRE's requestId, in
+ * order. It checks the sequence (ACQUIRED, [INIT_PARAMS], CHECKPOINT_ENTRY*, JOURNAL_ENTRIES*,
+ * STATE_END), duplicate keys, and the STATE_END counts. A first ERROR is a refusal; a
+ * malformed sequence is a ProtocolError EPROTO 'bad sequence' (disconnect, and close the fd
+ * of ACQUIRED if it arrived). After `done`, further messages are errors.
+ */
+export class AcquireCollector {
+  #acquired: AcquiredMessage | null = null;
+  #initParams: Buffer | null = null;
+  #checkpoint = new Map<string, Buffer>();
+  #journal: JournalEntry[] = [];
+  /** 0 expecting ACQUIRED, 1 INIT_PARAMS allowed, 2 checkpoint entries, 3 journal chunks, 4 done. */
+  #phase = 0;
+
+  #fail(detail: string): AcquireProgress {
+    this.#phase = 4;
+    return { done: true, error: new ProtocolError('EPROTO', 'bad sequence', detail) };
+  }
+
+  push(msg: ControlMessage): AcquireProgress {
+    if (this.#phase === 4) return this.#fail(`${msg.type} after the end of the ACQUIRE reply`);
+    switch (msg.type) {
+      case 'error':
+        if (this.#phase !== 0) return this.#fail('ERROR in the middle of an ACQUIRE reply');
+        this.#phase = 4;
+        return { done: true, refused: msg };
+      case 'acquired':
+        if (this.#phase !== 0) return this.#fail('second ACQUIRED');
+        this.#acquired = msg;
+        this.#phase = 1;
+        return { done: false };
+      case 'init_params':
+        if (this.#phase !== 1 || !this.#acquired?.resumed) return this.#fail('INIT_PARAMS out of place');
+        this.#initParams = msg.params;
+        this.#phase = 2;
+        return { done: false };
+      case 'checkpoint_entry':
+        if (this.#phase < 1 || this.#phase > 2 || !this.#acquired?.resumed) return this.#fail('CHECKPOINT_ENTRY out of place');
+        if (this.#checkpoint.has(msg.key)) return this.#fail(`checkpoint key ${JSON.stringify(msg.key)} sent twice`);
+        this.#checkpoint.set(msg.key, msg.value);
+        this.#phase = 2;
+        return { done: false };
+      case 'journal_entries':
+        if (this.#phase < 1 || this.#phase > 3 || !this.#acquired?.resumed) return this.#fail('JOURNAL_ENTRIES out of place');
+        for (const e of msg.entries) this.#journal.push(e);
+        this.#phase = 3;
+        return { done: false };
+      case 'state_end': {
+        const acquired = this.#acquired;
+        if (this.#phase < 1 || acquired === null) return this.#fail('STATE_END before ACQUIRED');
+        if (msg.initParams !== (this.#initParams !== null) || msg.checkpointCount !== this.#checkpoint.size || msg.journalCount !== this.#journal.length) {
+          return this.#fail(
+            `STATE_END says init=${msg.initParams} checkpoint=${msg.checkpointCount} journal=${msg.journalCount}, ` +
+              `received init=${this.#initParams !== null} checkpoint=${this.#checkpoint.size} journal=${this.#journal.length}`,
+          );
+        }
+        this.#phase = 4;
+        return { done: true, state: { acquired, initParams: this.#initParams, checkpoint: this.#checkpoint, journal: this.#journal } };
+      }
+      default:
+        return this.#fail(`${msg.type} inside an ACQUIRE reply`);
+    }
+  }
+}
