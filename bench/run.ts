@@ -1,6 +1,8 @@
 // Runs benchmarks by name: `npm run bench -- seam`. Without a name, lists them.
 const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   seam: () => import('./seam.ts'),
+  passthrough: () => import('./passthrough.ts'),
+  metadata: () => import('./metadata.ts'),
 };
 const names = process.argv.slice(2);
 if (names.length === 0 || names.some((n) => !benches[n])) {

@@ -1,5 +1,5 @@
 // File operations Node's fs module does not offer: mknod, renameat2 flags, xattrs,
-// fallocate, SEEK_DATA/SEEK_HOLE and copy_file_range. All throw `NativeError`; none takes
+// fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range and nanosecond timestamps. All throw `NativeError`; none takes
 // ownership of an fd.
 import { sys, lastErrno } from './libc.ts';
 import { NativeError } from './errors.ts';
@@ -65,4 +65,33 @@ export function copyFileRange(fdIn: number, offIn: bigint, fdOut: number, offOut
   const n = Number(sys.copy_file_range(fdIn, inOff, fdOut, outOff, len, flags));
   check(n >= 0, 'copy_file_range', `${fdIn} -> ${fdOut}`);
   return n;
+}
+
+/** A timestamp for `setTimes`: seconds + nanoseconds, or "now", or "leave as is". */
+export type TimeSpec = { sec: bigint; nsec: number } | 'now' | 'omit';
+
+const UTIME_NOW = (1 << 30) - 1;
+const UTIME_OMIT = (1 << 30) - 2;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+
+function timespecs(atime: TimeSpec, mtime: TimeSpec): Buffer {
+  const buf = Buffer.alloc(32);
+  for (const [i, t] of [atime, mtime].entries()) {
+    if (t === 'now' || t === 'omit') buf.writeBigInt64LE(BigInt(t === 'now' ? UTIME_NOW : UTIME_OMIT), i * 16 + 8);
+    else {
+      buf.writeBigInt64LE(t.sec, i * 16);
+      buf.writeBigInt64LE(BigInt(t.nsec), i * 16 + 8);
+    }
+  }
+  return buf;
+}
+
+/**
+ * utimensat(2) on `path` without following a final symlink (`fs.lutimes` rounds to
+ * microseconds through a double), or futimens(2) when given an fd.
+ */
+export function setTimes(target: string | number, atime: TimeSpec, mtime: TimeSpec): void {
+  const times = timespecs(atime, mtime);
+  if (typeof target === 'number') check(sys.futimens(target, times) === 0, 'futimens', String(target));
+  else check(sys.utimensat(AT_FDCWD, target, times, AT_SYMLINK_NOFOLLOW) === 0, 'utimensat', target);
 }

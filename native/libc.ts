@@ -36,6 +36,8 @@ export const sys = {
   lremovexattr: libc.func('int lremovexattr(const char *path, const char *name)'),
   fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
   lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)'),
+  utimensat: libc.func('int utimensat(int dirfd, const char *path, void *times, int flags)'),
+  futimens: libc.func('int futimens(int fd, void *times)'),
   copy_file_range: libc.func('intptr_t copy_file_range(int fdIn, _Inout_ int64_t *offIn, int fdOut, _Inout_ int64_t *offOut, size_t len, unsigned int flags)'),
   malloc: libc.func('void *malloc(size_t size)'),
   free: libc.func('void free(void *ptr)'),

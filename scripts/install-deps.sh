@@ -2,7 +2,12 @@
 # Installs the Debian packages the test tiers need, skipping what is already installed.
 set -euo pipefail
 packages=(
-  gcc libc6-dev   # test/unit/native-layout.test.ts compiles a C program to check struct layouts
+  gcc libc6-dev   # test/unit/native-layout.test.ts compiles a C program to check struct layouts;
+                  # test/kernel/mirrorfs.test.ts compiles a renameat2 helper
+  git             # test/kernel/mirrorfs.test.ts: git init/add/commit/fsck inside the mount
+  fio             # test/kernel/mirrorfs.test.ts: fio --verify=crc32c through the mount
+  attr            # setfattr/getfattr, and cp -a copying xattrs, through the mount
+  fuse-overlayfs  # bench/metadata.ts compares mirrorfs with it (pulls in fuse3)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,10 @@
 // mirrorfs: mirrors a source directory read-write through FUSE, with kernel passthrough for
 // file data. Metadata goes through this daemon; reads and writes of open files go straight
 // to the source file in the kernel when passthrough is on.
-import { promises as fsp, constants as fsc, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, futimes as futimesCb, fstat as fstatCb, type BigIntStats } from 'node:fs';
+import { promises as fsp, constants as fsc, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fstatFd, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange } from '../../native/index.ts';
+import { fstatFd, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange, setTimes, type TimeSpec } from '../../native/index.ts';
 import { FATTR, FOPEN, FUSE_FSYNC_FDATASYNC, RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr } from '../../kernel/abi.ts';
 import {
   DirentBuilder,
@@ -29,20 +29,32 @@ import { NodeTable, type Node } from './nodes.ts';
 
 const openFd = promisify(openCb) as (path: string, flags: number, mode?: number) => Promise<number>;
 const closeFd = promisify(closeCb);
-const readAt = promisify(readCb) as unknown as (fd: number, buf: Buffer, off: number, len: number, pos: bigint | number) => Promise<number>;
-const writeAt = promisify(writeCb) as unknown as (fd: number, buf: Buffer, off: number, len: number, pos: bigint | number) => Promise<number>;
+// Promisified fs.read/fs.write resolve to { bytesRead | bytesWritten, buffer }, not a count,
+// and fs.write treats a non-number position (a bigint) as "the current file position".
+const readP = promisify(readCb);
+const writeP = promisify(writeCb);
+const readAt = async (fd: number, buf: Buffer, pos: bigint): Promise<number> => (await readP(fd, buf, 0, buf.length, filePosition(pos))).bytesRead;
+const writeAt = async (fd: number, buf: Buffer, pos: bigint): Promise<number> => (await writeP(fd, buf, 0, buf.length, filePosition(pos))).bytesWritten;
+
+function filePosition(pos: bigint): number {
+  if (pos > BigInt(Number.MAX_SAFE_INTEGER)) throw new FuseError('EFBIG');
+  return Number(pos);
+}
 const fsyncFd = promisify(fsyncCb);
 const fdatasyncFd = promisify(fdatasyncCb);
 const ftruncateFd = promisify(ftruncateCb);
-const futimesFd = promisify(futimesCb);
 
 type Req<K extends FuseRequest['op']> = RequestOf<K>;
 
 /** Seconds the kernel may cache names and attributes. */
 const TTL = 1;
 const O_ACCMODE = 3;
-/** open(2) flags the kernel handles itself, or that make no sense on an existing file. */
-const OPEN_FLAGS_DROPPED = fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_TRUNC;
+/**
+ * open(2) flags the kernel handles itself, or that make no sense on an existing file. O_TRUNC
+ * is kept: with FUSE_ATOMIC_O_TRUNC the kernel leaves truncating to the daemon (and clears
+ * O_TRUNC itself when that flag was not granted).
+ */
+const OPEN_FLAGS_DROPPED = fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY;
 const XATTR_SIZE_MAX = 65536;
 
 /** An open file handle. */
@@ -98,9 +110,10 @@ function attrOf(st: BigIntStats): Attr {
   };
 }
 
-/** Seconds + nanoseconds as the fractional seconds `fs.utimes` takes. */
-function toTime(sec: bigint, nsec: number): number {
-  return Number(sec) + nsec / 1e9;
+/** A SETATTR time: given, now, or unchanged (nanoseconds kept: `fs.utimes` rounds them away). */
+function timeSpec(set: boolean, now: boolean, sec: bigint, nsec: number): TimeSpec {
+  if (now) return 'now';
+  return set ? { sec, nsec } : 'omit';
 }
 
 export class MirrorFs implements FuseOperations {
@@ -138,6 +151,8 @@ export class MirrorFs implements FuseOperations {
   #node(nodeid: bigint): Node {
     const node = this.nodes.get(nodeid);
     if (!node) throw new FuseError('ESTALE', `unknown nodeid ${nodeid}`);
+    // Every name it had is gone: its old path may name another file by now.
+    if (node.removed) throw new FuseError('ENOENT', `nodeid ${nodeid} was removed`);
     return node;
   }
 
@@ -204,12 +219,9 @@ export class MirrorFs implements FuseOperations {
       else await fsp.truncate(abs, Number(req.size));
     }
     if (req.valid & (FATTR.ATIME | FATTR.MTIME)) {
-      const now = Date.now() / 1000;
-      const st = await fsp.lstat(abs, { bigint: true });
-      const atime = req.valid & FATTR.ATIME_NOW ? now : req.valid & FATTR.ATIME ? toTime(req.atime, req.atimensec) : Number(st.atimeNs) / 1e9;
-      const mtime = req.valid & FATTR.MTIME_NOW ? now : req.valid & FATTR.MTIME ? toTime(req.mtime, req.mtimensec) : Number(st.mtimeNs) / 1e9;
-      if (fd !== undefined) await futimesFd(fd, atime, mtime);
-      else await fsp.lutimes(abs, atime, mtime);
+      const atime = timeSpec((req.valid & FATTR.ATIME) !== 0, (req.valid & FATTR.ATIME_NOW) !== 0, req.atime, req.atimensec);
+      const mtime = timeSpec((req.valid & FATTR.MTIME) !== 0, (req.valid & FATTR.MTIME_NOW) !== 0, req.mtime, req.mtimensec);
+      setTimes(fd ?? abs, atime, mtime);
     }
     const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(abs, { bigint: true });
     return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
@@ -242,12 +254,16 @@ export class MirrorFs implements FuseOperations {
   };
 
   unlink = async (req: Req<'unlink'>): Promise<Buffer> => {
-    await fsp.unlink(this.#abs(this.nodes.childPath(this.#node(req.header.nodeid), req.name)));
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    await fsp.unlink(this.#abs(rel));
+    this.nodes.unlinked(rel);
     return replyEmpty(req.header.unique);
   };
 
   rmdir = async (req: Req<'rmdir'>): Promise<Buffer> => {
-    await fsp.rmdir(this.#abs(this.nodes.childPath(this.#node(req.header.nodeid), req.name)));
+    const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
+    await fsp.rmdir(this.#abs(rel));
+    this.nodes.unlinked(rel);
     return replyEmpty(req.header.unique);
   };
 
@@ -314,14 +330,14 @@ export class MirrorFs implements FuseOperations {
     const h = this.#file(req.fh);
     this.stats.reads++;
     const buf = Buffer.allocUnsafe(req.size);
-    const n = await readAt(h.fd, buf, 0, req.size, req.offset);
+    const n = await readAt(h.fd, buf, req.offset);
     return replyData(req.header.unique, buf.subarray(0, n));
   };
 
   write = async (req: Req<'write'>): Promise<Buffer> => {
     const h = this.#file(req.fh);
     this.stats.writes++;
-    const n = await writeAt(h.fd, req.data, 0, req.data.length, req.offset);
+    const n = await writeAt(h.fd, req.data, req.offset);
     return replyWrite(req.header.unique, n);
   };
 

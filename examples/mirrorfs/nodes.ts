@@ -2,6 +2,10 @@
 // and how many lookups the kernel holds on it. Nodeids are keyed by the source inode
 // (dev, ino), so hard links share one nodeid and a nodeid stays the same for the life of
 // the mount (and across a daemon restart, once the table is restored from a checkpoint).
+// A node with several names (hard links) remembers each name the kernel looked up, so that
+// unlinking one of them leaves the node reachable through another; a node whose last known
+// name was unlinked or replaced is marked removed rather than left pointing at whatever
+// takes that name next.
 import { join } from 'node:path';
 
 /** One node the kernel holds a reference to. */
@@ -13,25 +17,47 @@ export interface Node {
   ino: bigint;
   /** Lookups the kernel holds (FORGET subtracts); the root is never forgotten. */
   nlookup: bigint;
+  /** Other known names of the same inode (hard links), relative like `path`. */
+  links: string[];
+  /** Every known name was unlinked or replaced: `path` is stale, operations by path fail. */
+  removed: boolean;
 }
 
-/** A serialisable snapshot of one node, for checkpoints. */
-export type NodeRecord = [nodeid: string, path: string, dev: string, ino: string, nlookup: string];
+/** A serialisable snapshot of one node, for checkpoints (the last element only when needed). */
+export type NodeRecord = [nodeid: string, path: string, dev: string, ino: string, nlookup: string, extra?: { links?: string[]; removed?: boolean }];
 
 export class NodeTable {
   readonly #byId = new Map<bigint, Node>();
   readonly #byInode = new Map<string, Node>();
+  /** Every known name (primary and hard links) of every node but the root, for `unlinked`. */
+  readonly #byName = new Map<string, Node>();
   #next = 2n;
 
   constructor(rootDev: bigint, rootIno: bigint) {
-    this.#insert({ nodeid: 1n, path: '', dev: rootDev, ino: rootIno, nlookup: 1n });
+    this.#insert({ nodeid: 1n, path: '', dev: rootDev, ino: rootIno, nlookup: 1n, links: [], removed: false });
   }
 
   #insert(node: Node): Node {
     this.#byId.set(node.nodeid, node);
     this.#byInode.set(`${node.dev}:${node.ino}`, node);
+    this.#index(node);
     if (node.nodeid >= this.#next) this.#next = node.nodeid + 1n;
     return node;
+  }
+
+  #index(node: Node): void {
+    if (node.nodeid === 1n) return;
+    if (!node.removed) this.#byName.set(node.path, node);
+    for (const l of node.links) this.#byName.set(l, node);
+  }
+
+  #unindex(node: Node): void {
+    for (const name of [node.path, ...node.links]) if (this.#byName.get(name) === node) this.#byName.delete(name);
+  }
+
+  #reindex(): void {
+    this.#byName.clear();
+    for (const node of this.#byId.values()) this.#index(node);
   }
 
   get(nodeid: bigint): Node | undefined {
@@ -42,23 +68,37 @@ export class NodeTable {
     return this.#byId.size;
   }
 
-  /** Source path (relative) of `name` inside directory `parent`. */
+  /**
+   * Source path (relative) of `name` inside directory `parent`. `.` and `..` (looked up by
+   * the kernel when it reconnects an exported file handle) stay inside the source.
+   */
   childPath(parent: Node, name: string): string {
+    if (name === '.') return parent.path;
+    if (name === '..') return parent.path.includes('/') ? parent.path.slice(0, parent.path.lastIndexOf('/')) : '';
     return parent.path === '' ? name : join(parent.path, name);
   }
 
   /**
    * Records one more kernel lookup of the inode (dev, ino) found at `path`: the existing
-   * node for that inode (its path updated) or a new one.
+   * node for that inode (`path` becomes its primary name, the previous one is kept as an
+   * alternative) or a new one.
    */
   remember(path: string, dev: bigint, ino: bigint): Node {
     const existing = this.#byInode.get(`${dev}:${ino}`);
     if (existing) {
-      existing.path = path;
+      // The root keeps its name whatever leads back to it.
+      if ((existing.path !== path || existing.removed) && existing.nodeid !== 1n) {
+        this.#unindex(existing);
+        existing.links = existing.links.filter((l) => l !== path);
+        if (!existing.removed && existing.path !== path) existing.links.push(existing.path);
+        existing.path = path;
+        existing.removed = false;
+        this.#index(existing);
+      }
       existing.nlookup++;
       return existing;
     }
-    return this.#insert({ nodeid: this.#next, path, dev, ino, nlookup: 1n });
+    return this.#insert({ nodeid: this.#next, path, dev, ino, nlookup: 1n, links: [], removed: false });
   }
 
   /** Drops `count` lookups; forgets the node at zero (never the root). */
@@ -68,45 +108,75 @@ export class NodeTable {
     node.nlookup -= count;
     if (node.nlookup <= 0n) {
       this.#byId.delete(nodeid);
+      this.#unindex(node);
       const key = `${node.dev}:${node.ino}`;
       if (this.#byInode.get(key) === node) this.#byInode.delete(key);
     }
   }
 
-  /** After a rename of `from` to `to`: every node at or below `from` moves. */
-  renamed(from: string, to: string): void {
-    const prefix = `${from}/`;
-    for (const node of this.#byId.values()) {
-      if (node.path === from) node.path = to;
-      else if (node.path.startsWith(prefix)) node.path = to + node.path.slice(from.length);
+  /**
+   * After `path` was unlinked (or removed with rmdir): the node known by that name forgets
+   * it, falling back to another name of the same inode, or is marked removed.
+   */
+  unlinked(path: string): void {
+    const node = this.#byName.get(path);
+    if (!node) return;
+    this.#unindex(node);
+    node.links = node.links.filter((l) => l !== path);
+    if (node.path === path && !node.removed) {
+      const other = node.links.shift();
+      if (other === undefined) node.removed = true;
+      else node.path = other;
     }
+    this.#index(node);
+  }
+
+  /** After a rename of `from` to `to` (replacing whatever `to` was): every node at or below `from` moves. */
+  renamed(from: string, to: string): void {
+    if (from === to) return;
+    this.unlinked(to);
+    this.#move(from, to);
+  }
+
+  #move(from: string, to: string): void {
+    const prefix = `${from}/`;
+    const moved = (p: string): string => (p === from ? to : p.startsWith(prefix) ? to + p.slice(from.length) : p);
+    for (const node of this.#byId.values()) {
+      if (node.nodeid === 1n) continue;
+      node.path = moved(node.path);
+      node.links = node.links.map(moved);
+    }
+    this.#reindex();
   }
 
   /** After RENAME_EXCHANGE of `a` and `b`: nodes below each swap places. */
   exchanged(a: string, b: string): void {
     const marker = '\0swap';
-    this.renamed(a, marker);
-    this.renamed(b, a);
-    this.renamed(marker, b);
+    this.#move(a, marker);
+    this.#move(b, a);
+    this.#move(marker, b);
   }
 
   /** Snapshot for a checkpoint. */
   records(): NodeRecord[] {
-    return [...this.#byId.values()].map((n) => [String(n.nodeid), n.path, String(n.dev), String(n.ino), String(n.nlookup)]);
+    return [...this.#byId.values()].map((n) => this.record(n));
   }
 
   /** Replaces the table with a checkpointed snapshot. */
   restore(records: NodeRecord[]): void {
     this.#byId.clear();
     this.#byInode.clear();
+    this.#byName.clear();
     this.#next = 2n;
-    for (const [nodeid, path, dev, ino, nlookup] of records) {
-      this.#insert({ nodeid: BigInt(nodeid), path, dev: BigInt(dev), ino: BigInt(ino), nlookup: BigInt(nlookup) });
+    for (const [nodeid, path, dev, ino, nlookup, extra] of records) {
+      this.#insert({ nodeid: BigInt(nodeid), path, dev: BigInt(dev), ino: BigInt(ino), nlookup: BigInt(nlookup), links: [...(extra?.links ?? [])], removed: extra?.removed ?? false });
     }
   }
 
   /** One node as a checkpoint record. */
   record(node: Node): NodeRecord {
-    return [String(node.nodeid), node.path, String(node.dev), String(node.ino), String(node.nlookup)];
+    const rec: NodeRecord = [String(node.nodeid), node.path, String(node.dev), String(node.ino), String(node.nlookup)];
+    if (node.links.length || node.removed) rec.push({ ...(node.links.length ? { links: [...node.links] } : {}), ...(node.removed ? { removed: true } : {}) });
+    return rec;
   }
 }
