@@ -3,6 +3,7 @@ const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   seam: () => import('./seam.ts'),
   passthrough: () => import('./passthrough.ts'),
   metadata: () => import('./metadata.ts'),
+  journal: () => import('./journal.ts'),
 };
 const names = process.argv.slice(2);
 if (names.length === 0 || names.some((n) => !benches[n])) {

@@ -252,6 +252,26 @@ export function peerCredentials(fd: number): PeerCredentials {
   return { pid: buf.readInt32LE(LAYOUT.ucred.pid), uid: buf.readUInt32LE(LAYOUT.ucred.uid), gid: buf.readUInt32LE(LAYOUT.ucred.gid) };
 }
 
+const POLLOUT = 0x004;
+
+/**
+ * Blocks the thread in poll(2) until `fd` is writable or `timeoutMs` passed; true when
+ * writable (or in error: the next send reports it). For the rare full socket buffer on a
+ * path that must not yield to the event loop.
+ */
+export function waitWritableSync(fd: number, timeoutMs: number): boolean {
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLOUT, 4);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const n = sys.poll(pfd, 1, Math.max(0, deadline - Date.now())) as number;
+    if (n > 0) return true;
+    if (n === 0) return false;
+    if (lastErrno() !== errnoValue('EINTR')) throw new NativeError('poll', lastErrno());
+  }
+}
+
 /** shutdown(2) both directions; errors (already closed peer) are ignored. */
 export function shutdownSocket(fd: number): void {
   sys.shutdown(fd, 2);

@@ -1,0 +1,81 @@
+import { backingClose, backingCloseAll } from '../kernel/backing.ts';
+import { FuseKernelError } from '../kernel/errors.ts';
+import type { BackingJournal } from './journal.ts';
+
+/** How many consecutive unallocated ids end the probe above the journal. */
+export const PROBE_WINDOW = 64;
+
+/** What a cleanup did, for logs, status and metrics. */
+export interface CleanupReport {
+  strategy: 'close-all' | 'journal' | 'none';
+  /** Journaled ids closed because the new owner did not adopt them. */
+  closed: number;
+  /** Ids found above the journal (opened, never reported) and closed. */
+  probed: number;
+  /** Journaled ids the kernel no longer knew (closed before the report reached us). */
+  alreadyGone: number;
+}
+
+/** Closes `id`, returning false when the kernel did not know it. Other errors propagate. */
+function closeIfOpen(fuseFd: number, id: number): boolean {
+  try {
+    backingClose(fuseFd, id);
+    return true;
+  } catch (err) {
+    if (err instanceof FuseKernelError && err.code === 'ERR_UNKNOWN_BACKING_ID') return false;
+    throw err;
+  }
+}
+
+/**
+ * Closes ids a dead owner opened but never reported: probes upwards from the journal's
+ * `probeFrom` until `PROBE_WINDOW` consecutive ids are unknown to the kernel. Must run while
+ * no owner holds the connection, or it would close the new owner's fresh ids.
+ */
+export function probeUnreported(fuseFd: number, journal: BackingJournal, window = PROBE_WINDOW): number {
+  let probed = 0;
+  let misses = 0;
+  for (let id = journal.probeFrom; misses < window && id <= 0x7fffffff; id++) {
+    if (journal.has(id)) continue;
+    if (closeIfOpen(fuseFd, id)) {
+      probed++;
+      misses = 0;
+    } else {
+      misses++;
+    }
+  }
+  return probed;
+}
+
+/**
+ * Closes every id of `inherited` (the journal handed to a new owner) that it did not adopt,
+ * and removes it from the journal. Ids the kernel no longer knows are dropped too. Ids the
+ * new owner journaled since the hand-over are not touched.
+ */
+export function closeUnadopted(fuseFd: number, journal: BackingJournal, inherited: ReadonlySet<number>, adopted: ReadonlySet<number>): { closed: number; alreadyGone: number } {
+  let closed = 0;
+  let alreadyGone = 0;
+  for (const id of inherited) {
+    if (adopted.has(id) || !journal.has(id)) continue;
+    if (closeIfOpen(fuseFd, id)) closed++;
+    else alreadyGone++;
+    journal.close(id);
+  }
+  return { closed, alreadyGone };
+}
+
+/**
+ * The close-all strategy: one FUSE_DEV_IOC_BACKING_CLOSE_ALL. Returns null when the kernel
+ * lacks the ioctl (the caller falls back to the journal strategy); throws `FuseKernelError`
+ * when the kernel refused.
+ */
+export function closeAllBacking(fuseFd: number, journal: BackingJournal): CleanupReport | null {
+  const result = backingCloseAll(fuseFd);
+  if (result.status === 'unsupported') return null;
+  if (result.status !== 'closed') {
+    throw new FuseKernelError('ERR_KERNEL', `FUSE_DEV_IOC_BACKING_CLOSE_ALL failed: ${result.errno}`, result.errno);
+  }
+  const closed = journal.size;
+  journal.clear();
+  return { strategy: 'close-all', closed, probed: 0, alreadyGone: 0 };
+}

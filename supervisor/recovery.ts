@@ -1,0 +1,74 @@
+// The recovery sequence of DESIGN.md section 3, up to the hand-over: fence the previous
+// owner, clean backing ids, replay in-flight requests. The order matters: two readers on one
+// connection corrupt it, and probing for unreported ids is only safe while nobody can
+// allocate new ones.
+import { pidfdSendSignal, NativeError } from '../native/index.ts';
+import { notifyResend } from '../kernel/backing.ts';
+import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
+import type { Owner, Session } from './session.ts';
+
+/** A recovery step that failed; `step` names it for logs and the ERROR reply. */
+export class RecoveryError extends Error {
+  readonly code = 'ERR_RECOVERY';
+  constructor(
+    readonly step: 'fence' | 'cleanup' | 'resend',
+    message: string,
+  ) {
+    super(`${step}: ${message}`);
+    this.name = 'RecoveryError';
+  }
+}
+
+/**
+ * Makes sure the owner's process is gone: kills it if it still lives (hung, disconnected or
+ * draining too long) and waits until its pidfd reports the exit. The kernel closes a
+ * process's fds before the pidfd becomes readable, so afterwards it reads nothing more from
+ * /dev/fuse. Returns whether a kill was needed.
+ */
+export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boolean> {
+  if (owner.exited) return false;
+  let killed = true;
+  try {
+    pidfdSendSignal(owner.pidfd, 'SIGKILL');
+  } catch (err) {
+    // ESRCH: it exited on its own meanwhile.
+    if (!(err instanceof NativeError && err.code === 'ESRCH')) throw new RecoveryError('fence', (err as Error).message);
+    killed = false;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)));
+  const late = await Promise.race([owner.exit.then(() => false), timedOut]);
+  clearTimeout(timer);
+  if (late) {
+    throw new RecoveryError('fence', `owner ${owner.pid} did not exit within ${timeoutMs} ms of SIGKILL`);
+  }
+  return killed;
+}
+
+/**
+ * Cleans the backing ids of an ownerless connection: CLOSE_ALL where the kernel has it
+ * (the journal is then empty), otherwise the journal strategy's first half: close the ids
+ * opened above the highest reported one. The journaled ids stay for the new owner to adopt;
+ * the rest are closed when it answers ADOPT.
+ */
+export function cleanBacking(session: Session, closeAllAvailable: boolean): CleanupReport {
+  try {
+    if (closeAllAvailable) {
+      const report = closeAllBacking(session.fd, session.journal);
+      if (report) return report;
+    }
+    const probed = probeUnreported(session.fd, session.journal);
+    return { strategy: 'journal', closed: 0, probed, alreadyGone: 0 };
+  } catch (err) {
+    throw new RecoveryError('cleanup', (err as Error).message);
+  }
+}
+
+/** FUSE_NOTIFY_RESEND: requests the dead owner read but never answered come back, bit 63 set. */
+export function replayInFlight(session: Session): void {
+  try {
+    notifyResend(session.fd);
+  } catch (err) {
+    throw new RecoveryError('resend', (err as Error).message);
+  }
+}

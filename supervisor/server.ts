@@ -1,0 +1,1084 @@
+// The supervisor: holds every session's /dev/fuse fd, serves the control protocol
+// (docs/protocol.md) on a SOCK_SEQPACKET socket, tracks owners by pidfd and connection, and
+// runs the recovery sequence (DESIGN.md section 3) when a new owner acquires an orphaned
+// session. Everything a peer sends is checked at the boundary; a bad peer gets an ERROR and,
+// for a malformed frame, a disconnect, and nothing it sent stays open here.
+import { lstatSync, mkdirSync, chmodSync, unlinkSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import {
+  acceptConnection,
+  bindSocket,
+  closeAll,
+  closeFd,
+  createSocket,
+  duplicateFd,
+  listenSocket,
+  peerCredentials,
+  pidfdOpen,
+  receiveMessage,
+  sendMessage,
+  connectSocket,
+  watchFd,
+  NativeError,
+  type PeerCredentials,
+  type PollHandle,
+} from '../native/index.ts';
+import { classifyFd, openFuseDevice } from '../kernel/device.ts';
+import { mountFuse, unmountFuse, findMount } from '../kernel/mount.ts';
+import { abortConnection, connectionId, ensureFusectl } from '../kernel/connections.ts';
+import {
+  decodeMessage,
+  encodeMessage,
+  encodeAcquireSequence,
+  errorMessage,
+  describeMessage,
+  messageTypeByCode,
+  ProtocolError,
+  FEATURE_CLOSE_ALL,
+  FEATURE_RESEND,
+  MAX_MESSAGE,
+  MAX_STATUS_JSON,
+  PROTOCOL_VERSION,
+  type ControlMessage,
+  type ErrnoCode,
+  type MessageOf,
+  type MountSpec,
+  type Role,
+  type CleanupStrategy,
+} from '../protocol/index.ts';
+import { BackingJournal } from './journal.ts';
+import { closeUnadopted } from './cleanup.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError } from './recovery.ts';
+import { silentLogger, type Logger } from './log.ts';
+import { noMetrics, type SupervisorMetrics } from './metrics.ts';
+import type { SupervisorConfig } from './config.ts';
+import type { Owner, Session, SessionStatus } from './session.ts';
+
+/** What the kernel can do, probed once at start (`fusekeeper doctor` does the same). */
+export interface KernelCaps {
+  passthrough: boolean;
+  resend: boolean;
+  closeAll: boolean;
+}
+
+export interface SupervisorOptions {
+  config: SupervisorConfig;
+  kernel: KernelCaps;
+  version: string;
+  log?: Logger;
+  metrics?: SupervisorMetrics;
+}
+
+/** A refused request: answered with ERROR `code`, the connection stays up. */
+class Refusal extends Error {
+  constructor(
+    readonly code: ErrnoCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Frames a peer may leave unread before it is disconnected. */
+const MAX_QUEUED_FRAMES = 4096;
+/** Per-session limits (ENOSPC beyond them). */
+const MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024;
+const MAX_JOURNAL_ENTRIES = 4_000_000;
+const MAX_SESSIONS = 4096;
+
+interface Conn {
+  id: number;
+  fd: number;
+  poll: PollHandle | null;
+  peer: PeerCredentials;
+  role: Role | null;
+  clientName: string;
+  /** The session this connection owns (at most one). */
+  session: LiveSession | null;
+  /** Frames the socket had no room for, with duplicated fds owned by the queue. */
+  out: { data: Buffer; fds: number[] }[];
+  flushTimer: NodeJS.Timeout | null;
+  /** An ACQUIRE of this connection is being answered (recovery runs, or it waits as a standby). */
+  acquiring: boolean;
+  closed: boolean;
+}
+
+interface StandbyWait {
+  conn: Conn;
+  requestId: number;
+}
+
+interface LiveSession extends Session {
+  checkpointBytes: number;
+  /** Journaled ids handed to the current owner and not yet settled by ADOPT (journal strategy). */
+  inherited: Set<number> | null;
+  adopted: Set<number>;
+  adoptTimer: NodeJS.Timeout | null;
+  /** Ids probed at the last hand-over, reported in ADOPTED. */
+  probedAtHandover: number;
+  recovering: boolean;
+  /** Owners that handed over cleanly (drain). */
+  handovers: number;
+  drain: { conn: Conn; requestId: number; timer: NodeJS.Timeout; drained: boolean } | null;
+  standbys: StandbyWait[];
+  ownerWatch: PollHandle | null;
+  resolveExit: (() => void) | null;
+  /** Heartbeats received from the current owner; only owners that send them can be silent. */
+  heartbeats: number;
+}
+
+/** The supervisor. `start()` binds the control socket; `stop()` closes everything it opened. */
+export class Supervisor {
+  readonly config: SupervisorConfig;
+  readonly kernel: KernelCaps;
+  readonly #log: Logger;
+  readonly #metrics: SupervisorMetrics;
+  readonly #version: string;
+  readonly #sessions = new Map<string, LiveSession>();
+  readonly #conns = new Map<number, Conn>();
+  #listenFd = -1;
+  #listenPoll: PollHandle | null = null;
+  #nextConnId = 1;
+  #watchdog: NodeJS.Timeout | null = null;
+  #stopping = false;
+  readonly startedAt = Date.now();
+  /** Called when a managed daemon's session should be aborted (give-up policy). */
+  onSessionGone: ((name: string) => void) | null = null;
+
+  constructor(opts: SupervisorOptions) {
+    this.config = opts.config;
+    this.kernel = opts.kernel;
+    this.#log = opts.log ?? silentLogger();
+    this.#metrics = opts.metrics ?? noMetrics;
+    this.#version = opts.version;
+  }
+
+  /** The cleanup strategy this kernel allows. */
+  get strategy(): CleanupStrategy {
+    if (!this.kernel.passthrough) return 'none';
+    return this.kernel.closeAll ? 'close-all' : 'journal';
+  }
+
+  /** Binds and listens on the control socket. Throws with a clear message when it cannot. */
+  start(): void {
+    const address = this.config.socket;
+    if (!address.startsWith('@')) prepareSocketPath(address);
+    const fd = createSocket('seqpacket');
+    try {
+      bindSocket(fd, address);
+      if (!address.startsWith('@')) chmodSync(address, 0o666);
+      listenSocket(fd);
+    } catch (err) {
+      closeFd(fd);
+      throw err;
+    }
+    this.#listenFd = fd;
+    this.#listenPoll = watchFd(fd, { readable: true }, () => this.#accept());
+    const tick = Math.max(50, Math.min(5_000, Math.floor(this.config.heartbeatTimeoutMs / 2)));
+    this.#watchdog = setInterval(() => this.#checkHeartbeats(), tick);
+    this.#watchdog.unref();
+    this.#log.info({ event: 'supervisor.listening', socket: address, strategy: this.strategy, kernel: this.kernel }, `listening on ${address}`);
+  }
+
+  /**
+   * Stops serving: closes the socket and every connection. Sessions whose owner is alive stay
+   * mounted (the owner holds the connection); ownerless ones are unmounted, since nobody
+   * would serve them once this process is gone.
+   */
+  stop(): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#watchdog) clearInterval(this.#watchdog);
+    this.#listenPoll?.close();
+    this.#listenPoll = null;
+    if (this.#listenFd >= 0) {
+      closeFd(this.#listenFd);
+      this.#listenFd = -1;
+      if (!this.config.socket.startsWith('@')) {
+        try {
+          unlinkSync(this.config.socket);
+        } catch {
+          // already gone
+        }
+      }
+    }
+    for (const s of [...this.#sessions.values()]) {
+      if (this.#ownerLive(s)) {
+        this.#log.info({ event: 'session.left_to_owner', session: s.name, owner: s.owner?.pid }, `leaving ${s.name} mounted: its owner still serves it`);
+        this.#dropSession(s, 'supervisor stopping');
+      } else {
+        this.#release(s, 'supervisor stopping');
+      }
+    }
+    for (const conn of [...this.#conns.values()]) this.#disconnect(conn, 'supervisor stopping');
+    this.#log.info({ event: 'supervisor.stopped' }, 'stopped');
+  }
+
+  /** Session names. */
+  get sessionNames(): string[] {
+    return [...this.#sessions.keys()];
+  }
+
+  /** The JSON `fusekeeper status --json` prints. */
+  status(): { supervisor: Record<string, unknown>; sessions: SessionStatus[] } {
+    return {
+      supervisor: {
+        version: this.#version,
+        socket: this.config.socket,
+        processId: process.pid,
+        uptimeMs: Date.now() - this.startedAt,
+        strategy: this.strategy,
+        kernel: this.kernel,
+        connections: this.#conns.size,
+      },
+      sessions: [...this.#sessions.values()].map((s) => this.#sessionStatus(s)),
+    };
+  }
+
+  #sessionStatus(s: LiveSession): SessionStatus {
+    const o = s.owner;
+    return {
+      name: s.name,
+      mountpoint: s.spec.mountpoint,
+      connectionId: s.connectionId ?? null,
+      state: s.drain ? 'draining' : this.#ownerLive(s) ? 'owned' : 'orphaned',
+      owner: o ? { pid: o.pid, uid: o.uid, connected: o.connection !== null, heartbeatAgeMs: Date.now() - o.lastHeartbeat } : null,
+      generation: s.generation,
+      restarts: s.restarts,
+      handovers: s.handovers,
+      strategy: this.strategy,
+      liveBackingIds: s.journal.size,
+      checkpointKeys: s.checkpoint.size,
+      checkpointBytes: s.checkpointBytes,
+      standbys: s.standbys.length,
+      lastRecovery: s.lastRecovery,
+    };
+  }
+
+  /**
+   * Aborts a session's connection (applications get ENOTCONN instead of hanging), unmounts
+   * it and forgets it. For a managed daemon that will not come back.
+   */
+  abortSession(name: string, reason: string): void {
+    const s = this.#sessions.get(name);
+    if (!s) return;
+    if (s.connectionId !== undefined) {
+      try {
+        ensureFusectl();
+        abortConnection(s.connectionId);
+      } catch (err) {
+        this.#log.error({ event: 'session.abort_failed', session: name, err: (err as Error).message }, 'aborting the connection failed');
+      }
+    }
+    this.#log.warn({ event: 'session.aborted', session: name, reason }, `aborted ${name}: ${reason}`);
+    this.#release(s, reason);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Connections
+
+  #accept(): void {
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = acceptConnection(this.#listenFd);
+      } catch (err) {
+        this.#log.error({ event: 'supervisor.accept_failed', err: (err as Error).message }, 'accept failed');
+        return;
+      }
+      if (fd === null) return;
+      let peer: PeerCredentials;
+      try {
+        peer = peerCredentials(fd);
+      } catch (err) {
+        closeFd(fd);
+        this.#log.warn({ event: 'peer.rejected', reason: 'no credentials', err: (err as Error).message }, 'rejected a peer without credentials');
+        this.#metrics.rejectedPeer('no-credentials');
+        continue;
+      }
+      const conn: Conn = { id: this.#nextConnId++, fd, poll: null, peer, role: null, clientName: '', session: null, out: [], flushTimer: null, acquiring: false, closed: false };
+      conn.poll = watchFd(fd, { readable: true, disconnect: true }, () => this.#onReadable(conn));
+      this.#conns.set(conn.id, conn);
+      this.#log.debug({ event: 'peer.connected', conn: conn.id, peerPid: peer.pid, uid: peer.uid, gid: peer.gid }, 'peer connected');
+    }
+  }
+
+  #onReadable(conn: Conn): void {
+    for (let i = 0; i < 64 && !conn.closed; i++) {
+      if (!this.#receiveOne(conn)) return;
+    }
+  }
+
+  /** Reads and handles one frame; false when nothing more can be read now. */
+  #receiveOne(conn: Conn): boolean {
+    let r;
+    try {
+      r = receiveMessage(conn.fd, { maxBytes: MAX_MESSAGE, maxFds: 4 });
+    } catch (err) {
+      this.#disconnect(conn, `recvmsg: ${(err as Error).message}`);
+      return false;
+    }
+    if (r.kind === 'again') return false;
+    if (r.kind === 'eof') {
+      this.#disconnect(conn, 'peer closed the connection');
+      return false;
+    }
+    const fdCount = r.fds.length + r.extraFdsClosed + (r.controlTruncated ? 1 : 0);
+    const decoded = r.truncated
+      ? { ok: false as const, error: new ProtocolError('EPROTO', 'oversized', `more than ${MAX_MESSAGE} bytes`) }
+      : decodeMessage(r.data, fdCount, { from: 'client' });
+    if (!decoded.ok) {
+      closeAll(r.fds);
+      this.#protocolError(conn, decoded.error);
+      return false;
+    }
+    const fds = r.fds;
+    try {
+      this.#handle(conn, decoded.message, decoded.requestId, fds);
+    } catch (err) {
+      // The handlers own `fds` and close them on every path; this is a bug net.
+      this.#log.error({ event: 'supervisor.internal_error', conn: conn.id, err: err instanceof Error ? err.stack : String(err) }, 'internal error handling a message');
+      if (decoded.requestId !== 0) this.#reply(conn, decoded.requestId, errorMessage('EIO', `internal error: ${(err as Error).message}`));
+    }
+    return true;
+  }
+
+  #protocolError(conn: Conn, error: ProtocolError): void {
+    const info = error.typeCode >= 0 ? messageTypeByCode(error.typeCode) : undefined;
+    const requestId = info && (info.direction === 'request' || error.requestId !== 0) ? error.requestId : 0;
+    this.#log.warn({ event: 'peer.protocol_error', conn: conn.id, peerPid: conn.peer.pid, uid: conn.peer.uid, reason: error.reason, detail: error.message }, `protocol error: ${error.message}`);
+    this.#metrics.rejectedPeer('protocol-error');
+    this.#send(conn, encodeMessage(errorMessage('EPROTO', error.message), requestId));
+    this.#disconnect(conn, `protocol error: ${error.reason}`);
+  }
+
+  #disconnect(conn: Conn, reason: string): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    conn.poll?.close();
+    conn.poll = null;
+    if (conn.flushTimer) clearTimeout(conn.flushTimer);
+    for (const f of conn.out) closeAll(f.fds);
+    conn.out = [];
+    closeFd(conn.fd);
+    this.#conns.delete(conn.id);
+    for (const s of this.#sessions.values()) {
+      s.standbys = s.standbys.filter((w) => w.conn !== conn);
+      if (s.drain?.conn === conn) {
+        // The CLI that asked for the drain went away; the drain itself goes on.
+        s.drain.conn = conn;
+      }
+    }
+    const s = conn.session;
+    conn.session = null;
+    if (s?.owner?.connection === conn.id) {
+      s.owner.connection = null;
+      this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason }, `owner of ${s.name} disconnected: ${reason}`);
+      this.#gauges();
+      this.#serveStandby(s);
+    } else {
+      this.#log.debug({ event: 'peer.disconnected', conn: conn.id, reason }, 'peer disconnected');
+    }
+  }
+
+  #send(conn: Conn, data: Buffer, fd?: number): void {
+    if (conn.closed) return;
+    const fds = fd === undefined ? [] : [fd];
+    if (conn.out.length === 0) {
+      try {
+        if (sendMessage(conn.fd, { data, fds }) !== null) return;
+      } catch (err) {
+        this.#disconnect(conn, `sendmsg: ${(err as Error).message}`);
+        return;
+      }
+    }
+    if (conn.out.length >= MAX_QUEUED_FRAMES) {
+      this.#disconnect(conn, 'peer does not read its replies');
+      return;
+    }
+    conn.out.push({ data, fds: fds.map(duplicateFd) });
+    this.#scheduleFlush(conn);
+  }
+
+  // A full socket is rare (a peer that does not read); retrying on a timer keeps one
+  // readable-only poll handle per connection.
+  #scheduleFlush(conn: Conn): void {
+    if (conn.flushTimer || conn.closed) return;
+    conn.flushTimer = setTimeout(() => {
+      conn.flushTimer = null;
+      while (conn.out.length > 0 && !conn.closed) {
+        const f = conn.out[0]!;
+        let sent: number | null;
+        try {
+          sent = sendMessage(conn.fd, f);
+        } catch (err) {
+          this.#disconnect(conn, `sendmsg: ${(err as Error).message}`);
+          return;
+        }
+        if (sent === null) {
+          this.#scheduleFlush(conn);
+          return;
+        }
+        conn.out.shift();
+        closeAll(f.fds);
+      }
+    }, 5);
+  }
+
+  #reply(conn: Conn, requestId: number, msg: ControlMessage): void {
+    this.#send(conn, encodeMessage(msg, requestId));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Dispatch
+
+  #handle(conn: Conn, msg: ControlMessage, requestId: number, fds: number[]): void {
+    this.#log.trace({ event: 'peer.message', conn: conn.id }, describeMessage(msg, requestId));
+    if (conn.role === null) {
+      closeAll(fds);
+      if (msg.type !== 'hello') {
+        this.#protocolError(conn, new ProtocolError('EPROTO', 'bad sequence', `${msg.type.toUpperCase()} before HELLO`, requestId, -1));
+        return;
+      }
+      this.#hello(conn, msg, requestId);
+      return;
+    }
+    switch (msg.type) {
+      case 'hello':
+        this.#protocolError(conn, new ProtocolError('EPROTO', 'bad sequence', 'second HELLO'));
+        return;
+      case 'acquire':
+      case 'store':
+      case 'adopt':
+      case 'release':
+      case 'status':
+      case 'drain':
+        this.#request(conn, msg, requestId, fds);
+        return;
+      default:
+        this.#oneWay(conn, msg, requestId);
+    }
+  }
+
+  #hello(conn: Conn, msg: MessageOf<'hello'>, requestId: number): void {
+    if (msg.minVersion > PROTOCOL_VERSION || msg.maxVersion < PROTOCOL_VERSION) {
+      this.#reply(conn, requestId, errorMessage('ENOTSUP', `this supervisor speaks protocol version ${PROTOCOL_VERSION}, the client ${msg.minVersion}..${msg.maxVersion}`));
+      this.#disconnect(conn, 'no common protocol version');
+      return;
+    }
+    conn.role = msg.role;
+    conn.clientName = msg.clientName;
+    const features = (this.kernel.closeAll ? FEATURE_CLOSE_ALL : 0) | (this.kernel.resend ? FEATURE_RESEND : 0);
+    this.#reply(conn, requestId, { type: 'hello_ok', version: PROTOCOL_VERSION, supervisorVersion: this.#version, features });
+  }
+
+  /** Requests: a Refusal becomes ERROR on the requestId; fds are closed unless stored. */
+  #request(conn: Conn, msg: ControlMessage, requestId: number, fds: number[]): void {
+    const refuse = (err: unknown): void => {
+      if (err instanceof Refusal) {
+        if (err.code === 'EACCES' || err.code === 'EPERM') {
+          this.#metrics.rejectedPeer(err.code.toLowerCase());
+          this.#log.warn({ event: 'peer.refused', conn: conn.id, peerPid: conn.peer.pid, uid: conn.peer.uid, request: msg.type, code: err.code }, err.message);
+        }
+        this.#reply(conn, requestId, errorMessage(err.code, err.message));
+        return;
+      }
+      throw err;
+    };
+    try {
+      switch (msg.type) {
+        case 'acquire':
+          this.#acquire(conn, msg, requestId).catch(refuse);
+          return;
+        case 'store':
+          this.#store(conn, msg, requestId, fds[0]!);
+          return;
+        case 'adopt':
+          this.#adopt(conn, msg, requestId);
+          return;
+        case 'release':
+          this.#releaseRequest(conn, msg.name, requestId);
+          return;
+        case 'status':
+          this.#reply(conn, requestId, { type: 'status_reply', json: this.#statusJson() });
+          return;
+        case 'drain':
+          this.#drainRequest(conn, msg.name, requestId);
+          return;
+        default:
+          return;
+      }
+    } catch (err) {
+      refuse(err);
+    }
+  }
+
+  #oneWay(conn: Conn, msg: ControlMessage, requestId: number): void {
+    const s = conn.session;
+    if (!s || s.owner?.connection !== conn.id) {
+      this.#protocolError(conn, new ProtocolError('EPROTO', 'bad sequence', `${msg.type.toUpperCase()} on a connection that owns no session`, requestId));
+      return;
+    }
+    switch (msg.type) {
+      case 'init_save':
+        s.init = msg.params;
+        return;
+      case 'journal_open':
+        if (s.journal.size >= MAX_JOURNAL_ENTRIES && !s.journal.has(msg.id)) {
+          this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `journal of ${s.name} is full (${MAX_JOURNAL_ENTRIES} ids)`));
+          return;
+        }
+        s.journal.open({ id: msg.id, dev: msg.dev, ino: msg.ino });
+        return;
+      case 'journal_close':
+        s.journal.close(msg.id);
+        s.inherited?.delete(msg.id);
+        return;
+      case 'checkpoint_put': {
+        const old = s.checkpoint.get(msg.key);
+        const delta = msg.value.length + (old ? -old.length : Buffer.byteLength(msg.key));
+        if (s.checkpointBytes + delta > MAX_CHECKPOINT_BYTES) {
+          if (msg.ack) this.#reply(conn, requestId, errorMessage('ENOSPC', `checkpoint of ${s.name} would exceed ${MAX_CHECKPOINT_BYTES} bytes`));
+          else this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `checkpoint of ${s.name} is full`));
+          return;
+        }
+        s.checkpoint.set(msg.key, msg.value);
+        s.checkpointBytes += delta;
+        if (msg.ack) this.#reply(conn, requestId, { type: 'ok' });
+        return;
+      }
+      case 'checkpoint_delete': {
+        const old = s.checkpoint.get(msg.key);
+        if (old) {
+          s.checkpoint.delete(msg.key);
+          s.checkpointBytes -= old.length + Buffer.byteLength(msg.key);
+        }
+        if (msg.ack) this.#reply(conn, requestId, { type: 'ok' });
+        return;
+      }
+      case 'heartbeat':
+        s.owner.lastHeartbeat = Date.now();
+        s.heartbeats++;
+        return;
+      case 'drained':
+        this.#drained(s);
+        return;
+      default:
+        this.#protocolError(conn, new ProtocolError('EPROTO', 'wrong direction', `${msg.type.toUpperCase()} is not sent by clients`));
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Authorisation
+
+  /** May `peer` acquire, drain or release session `s`? Root, its creator, configured uids/gids. */
+  #mayUse(peer: PeerCredentials, s: Session): boolean {
+    return peer.uid === 0 || peer.uid === s.creatorUid || this.config.allowedUids.includes(peer.uid) || this.config.allowedGids.includes(peer.gid);
+  }
+
+  #requireDaemon(conn: Conn, what: string): void {
+    if (conn.role !== 'daemon') throw new Refusal('EPERM', `${what} needs a daemon connection (this one said role ${conn.role})`);
+    if (conn.session) throw new Refusal('EBUSY', `this connection already owns session ${conn.session.name}; open one connection per session`);
+    if (conn.acquiring) throw new Refusal('EBUSY', 'this connection is already acquiring a session');
+  }
+
+  /** A fresh mount by a non-root peer: only on a directory it owns, as itself. */
+  #checkMountAllowed(peer: PeerCredentials, spec: MountSpec): void {
+    let st;
+    try {
+      st = statSync(spec.mountpoint);
+    } catch {
+      throw new Refusal('EINVAL', `mountpoint ${spec.mountpoint} does not exist`);
+    }
+    if (!st.isDirectory()) throw new Refusal('EINVAL', `mountpoint ${spec.mountpoint} is not a directory`);
+    if (peer.uid === 0) return;
+    if (st.uid !== peer.uid) throw new Refusal('EACCES', `mountpoint ${spec.mountpoint} belongs to uid ${st.uid}, not to the peer's uid ${peer.uid}`);
+    if (spec.uid !== peer.uid || spec.gid !== peer.gid) throw new Refusal('EACCES', `a peer of uid ${peer.uid} gid ${peer.gid} may only mount as itself (spec says ${spec.uid}:${spec.gid})`);
+    if (spec.allowOther) throw new Refusal('EPERM', 'allow_other is only for root peers');
+  }
+
+  #sessionOnMountpoint(mountpoint: string): LiveSession | undefined {
+    for (const s of this.#sessions.values()) if (s.spec.mountpoint === mountpoint) return s;
+    return undefined;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Sessions
+
+  #newSession(name: string, spec: MountSpec, fd: number, creatorUid: number): LiveSession {
+    const s: LiveSession = {
+      name,
+      spec,
+      fd,
+      connectionId: connectionId(spec.mountpoint),
+      generation: 1,
+      creatorUid,
+      owner: null,
+      init: null,
+      checkpoint: new Map(),
+      journal: new BackingJournal(),
+      restarts: 0,
+      lastRecovery: null,
+      createdAt: new Date().toISOString(),
+      checkpointBytes: 0,
+      inherited: null,
+      adopted: new Set(),
+      adoptTimer: null,
+      probedAtHandover: 0,
+      recovering: false,
+      handovers: 0,
+      drain: null,
+      standbys: [],
+      ownerWatch: null,
+      resolveExit: null,
+      heartbeats: 0,
+    };
+    this.#sessions.set(name, s);
+    return s;
+  }
+
+  /** Makes `conn` the owner of `s`: pidfd watch on its process. */
+  #setOwner(s: LiveSession, conn: Conn): void {
+    let pidfd = -1;
+    let exited = false;
+    try {
+      pidfd = pidfdOpen(conn.peer.pid);
+    } catch {
+      exited = true; // ESRCH: the process is already gone
+    }
+    let resolveExit!: () => void;
+    const exit = new Promise<void>((r) => (resolveExit = r));
+    const owner: Owner = { connection: conn.id, pid: conn.peer.pid, uid: conn.peer.uid, pidfd, lastHeartbeat: Date.now(), exited, exit };
+    s.owner = owner;
+    s.heartbeats = 0;
+    s.resolveExit = resolveExit;
+    conn.session = s;
+    if (exited) resolveExit();
+    else {
+      s.ownerWatch = watchFd(pidfd, { readable: true }, () => {
+        if (s.owner !== owner) return;
+        owner.exited = true;
+        s.ownerWatch?.close();
+        s.ownerWatch = null;
+        resolveExit();
+        this.#log.info({ event: 'owner.exited', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} exited`);
+        this.#gauges();
+        this.#serveStandby(s);
+      });
+    }
+    this.#gauges();
+  }
+
+  /** Forgets the owner record (its connection is closed separately). */
+  #forgetOwner(s: LiveSession): void {
+    s.ownerWatch?.close();
+    s.ownerWatch = null;
+    if (s.owner && s.owner.pidfd >= 0) closeFd(s.owner.pidfd);
+    s.resolveExit?.();
+    s.resolveExit = null;
+    s.owner = null;
+  }
+
+  /** An owner that is connected, alive and (if it ever sent heartbeats) not silent. */
+  #ownerLive(s: LiveSession): boolean {
+    const o = s.owner;
+    if (!o || o.exited || o.connection === null) return false;
+    return !(s.heartbeats > 0 && Date.now() - o.lastHeartbeat > this.config.heartbeatTimeoutMs);
+  }
+
+  async #acquire(conn: Conn, msg: MessageOf<'acquire'>, requestId: number): Promise<void> {
+    this.#requireDaemon(conn, 'ACQUIRE');
+    const existing = this.#sessions.get(msg.name);
+    if (!existing) {
+      this.#acquireFresh(conn, msg, requestId);
+      return;
+    }
+    const s = existing;
+    if (!this.#mayUse(conn.peer, s)) throw new Refusal('EACCES', `session ${s.name} belongs to uid ${s.creatorUid}`);
+    if (!sameSpec(s.spec, msg.mount)) throw new Refusal('EINVAL', `the mount spec differs from session ${s.name}'s (${s.spec.mountpoint})`);
+    if (s.recovering || s.drain || this.#ownerLive(s)) {
+      if (!msg.standby) {
+        if (s.recovering) throw new Refusal('EAGAIN', `session ${s.name} is being recovered`);
+        throw new Refusal('EBUSY', `session ${s.name} has a live owner (process ${s.owner?.pid})`);
+      }
+      conn.acquiring = true;
+      s.standbys.push({ conn, requestId });
+      this.#log.info({ event: 'standby.waiting', session: s.name, standby: conn.peer.pid }, `standby ${conn.peer.pid} waits for ${s.name}`);
+      return;
+    }
+    await this.#recover(s, conn, requestId);
+  }
+
+  #acquireFresh(conn: Conn, msg: MessageOf<'acquire'>, requestId: number): void {
+    const spec = msg.mount;
+    if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
+    if (this.#sessionOnMountpoint(spec.mountpoint)) throw new Refusal('EEXIST', `another session is mounted on ${spec.mountpoint}`);
+    this.#checkMountAllowed(conn.peer, spec);
+    if (findMount(spec.mountpoint)) throw new Refusal('EBUSY', `something is already mounted on ${spec.mountpoint}`);
+    let fd: number;
+    try {
+      fd = openFuseDevice();
+    } catch (err) {
+      throw new Refusal('EIO', `cannot open /dev/fuse: ${(err as Error).message}`);
+    }
+    try {
+      mountFuse(fd, {
+        mountpoint: spec.mountpoint,
+        fsName: spec.fsName,
+        subtype: spec.subtype,
+        rootMode: spec.rootMode,
+        userId: spec.uid,
+        groupId: spec.gid,
+        allowOther: spec.allowOther,
+        defaultPermissions: spec.defaultPermissions,
+        readOnly: spec.readOnly,
+        ...(spec.maxRead > 0 ? { maxRead: spec.maxRead } : {}),
+      });
+    } catch (err) {
+      closeFd(fd);
+      const e = err as Error & { errno?: string };
+      throw new Refusal(e.errno === 'EPERM' ? 'EPERM' : 'EIO', `mounting ${spec.mountpoint} failed: ${e.message}`);
+    }
+    const s = this.#newSession(msg.name, spec, fd, conn.peer.uid);
+    this.#setOwner(s, conn);
+    const frames = encodeAcquireSequence(requestId, {
+      acquired: { type: 'acquired', generation: 1, resumed: false, strategy: this.strategy },
+      initParams: null,
+      checkpoint: new Map(),
+      journal: [],
+    });
+    this.#sendSequence(conn, frames, s.fd);
+    this.#log.info({ event: 'session.created', session: s.name, mountpoint: spec.mountpoint, owner: conn.peer.pid, uid: conn.peer.uid, connectionId: s.connectionId }, `session ${s.name} mounted on ${spec.mountpoint}`);
+    this.#gauges();
+  }
+
+  #sendSequence(conn: Conn, frames: Buffer[], fd: number): void {
+    frames.forEach((f, i) => this.#send(conn, f, i === 0 ? fd : undefined));
+  }
+
+  /**
+   * The recovery sequence for `conn` taking over orphaned session `s`: fence, clean, replay,
+   * hand over with generation + 1.
+   */
+  async #recover(s: LiveSession, conn: Conn, requestId: number): Promise<void> {
+    s.recovering = true;
+    conn.acquiring = true;
+    const started = process.hrtime.bigint();
+    const old = s.owner;
+    const drained = s.drain?.drained === true || (old !== null && this.#drainedOwners.has(old));
+    let fenced = false;
+    try {
+      if (old) {
+        fenced = await fenceOwner(old, this.config.fenceTimeoutMs);
+        if (fenced) {
+          this.#metrics.fencedOwner();
+          this.#log.warn({ event: 'owner.fenced', session: s.name, owner: old.pid }, `killed owner ${old.pid} of ${s.name}: alive but disconnected or silent`);
+        }
+        const oldConn = old.connection === null ? undefined : this.#conns.get(old.connection);
+        if (oldConn) {
+          // Its last journal and checkpoint messages are still queued; apply them first.
+          while (!oldConn.closed && this.#receiveOne(oldConn));
+          this.#disconnect(oldConn, 'replaced by a new owner');
+        }
+        this.#forgetOwner(s);
+      }
+      if (conn.closed) throw new RecoveryError('fence', 'the new owner disconnected during recovery');
+      const cleanup = this.kernel.passthrough ? cleanBacking(s, this.kernel.closeAll) : { strategy: 'none' as const, closed: 0, probed: 0, alreadyGone: 0 };
+      const resent = this.kernel.resend;
+      if (resent) replayInFlight(s);
+      s.generation++;
+      if (drained) s.handovers++;
+      else s.restarts++;
+      s.probedAtHandover = cleanup.probed;
+      s.inherited = cleanup.strategy === 'journal' ? new Set(s.journal.entries().map((e) => e.id)) : null;
+      s.adopted = new Set();
+      this.#setOwner(s, conn);
+      conn.acquiring = false;
+      const frames = encodeAcquireSequence(requestId, {
+        acquired: { type: 'acquired', generation: s.generation, resumed: true, strategy: cleanup.strategy },
+        initParams: s.init,
+        checkpoint: s.checkpoint,
+        journal: s.journal.entries(),
+      });
+      this.#sendSequence(conn, frames, s.fd);
+      const durationUs = Number(process.hrtime.bigint() - started) / 1000;
+      s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
+      if (s.inherited) this.#armAdoptTimer(s);
+      this.#metrics.recovery(cleanup.strategy, 'ok', durationUs / 1e6);
+      this.#metrics.backingIds('probed', cleanup.probed);
+      if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
+      this.#log.info(
+        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size },
+        `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
+      );
+    } catch (err) {
+      conn.acquiring = false;
+      this.#metrics.recovery(this.strategy, 'failed', Number(process.hrtime.bigint() - started) / 1e9);
+      this.#log.error({ event: 'session.recovery_failed', session: s.name, err: (err as Error).message }, `recovery of ${s.name} failed: ${(err as Error).message}`);
+      this.#reply(conn, requestId, errorMessage(conn.closed ? 'EIO' : 'EIO', `recovery of ${s.name} failed: ${(err as Error).message}`));
+    } finally {
+      if (old) this.#drainedOwners.delete(old);
+      s.recovering = false;
+      this.#gauges();
+    }
+    this.#serveStandby(s);
+  }
+
+  readonly #drainedOwners = new WeakSet<Owner>();
+
+  #armAdoptTimer(s: LiveSession): void {
+    if (s.adoptTimer) clearTimeout(s.adoptTimer);
+    s.adoptTimer = setTimeout(() => {
+      s.adoptTimer = null;
+      if (!s.inherited) return;
+      const r = closeUnadopted(s.fd, s.journal, s.inherited, s.adopted);
+      s.inherited = null;
+      this.#metrics.backingIds('closed', r.closed);
+      this.#log.warn({ event: 'journal.adopt_timeout', session: s.name, closed: r.closed }, `owner of ${s.name} did not ADOPT within ${this.config.adoptTimeoutMs} ms; closed ${r.closed} inherited backing ids`);
+    }, this.config.adoptTimeoutMs);
+    s.adoptTimer.unref();
+  }
+
+  /** Hands a free session to the first waiting standby. */
+  #serveStandby(s: LiveSession): void {
+    if (s.recovering || s.drain || this.#ownerLive(s) || this.#stopping) return;
+    const next = s.standbys.shift();
+    if (!next) return;
+    if (next.conn.closed) {
+      this.#serveStandby(s);
+      return;
+    }
+    void this.#recover(s, next.conn, next.requestId);
+  }
+
+  #store(conn: Conn, msg: MessageOf<'store'>, requestId: number, fd: number): void {
+    try {
+      this.#requireDaemon(conn, 'STORE');
+      if (classifyFd(fd) !== 'fuse-device') throw new Refusal('EBADF', 'the fd attached to STORE is not a /dev/fuse device (10:229)');
+      if (this.#sessions.has(msg.name)) throw new Refusal('EEXIST', `session ${msg.name} exists`);
+      if (this.#sessionOnMountpoint(msg.mount.mountpoint)) throw new Refusal('EEXIST', `another session is mounted on ${msg.mount.mountpoint}`);
+      if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
+      const m = findMount(msg.mount.mountpoint);
+      if (!m || !(m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))) throw new Refusal('EBADF', `no FUSE filesystem is mounted on ${msg.mount.mountpoint}`);
+      if (conn.peer.uid !== 0 && (msg.mount.uid !== conn.peer.uid || lstatSync(msg.mount.mountpoint).uid !== conn.peer.uid)) {
+        throw new Refusal('EACCES', `a peer of uid ${conn.peer.uid} may only store its own mounts`);
+      }
+    } catch (err) {
+      closeFd(fd);
+      throw err;
+    }
+    const s = this.#newSession(msg.name, msg.mount, fd, conn.peer.uid);
+    this.#setOwner(s, conn);
+    this.#reply(conn, requestId, { type: 'stored', generation: s.generation });
+    this.#log.info({ event: 'session.stored', session: s.name, mountpoint: msg.mount.mountpoint, owner: conn.peer.pid, uid: conn.peer.uid }, `session ${s.name} stored by ${conn.peer.pid}`);
+  }
+
+  #adopt(conn: Conn, msg: MessageOf<'adopt'>, requestId: number): void {
+    const s = conn.session;
+    if (!s || s.owner?.connection !== conn.id) throw new Refusal('EINVAL', 'ADOPT on a connection that owns no session');
+    if (!s.inherited) throw new Refusal('EINVAL', `ADOPT outside a resumed journal-strategy ownership of ${s.name}`);
+    for (const id of msg.ids) {
+      if (!s.inherited.has(id)) throw new Refusal('EINVAL', `backing id ${id} was not handed over with ${s.name}`);
+    }
+    for (const id of msg.ids) s.adopted.add(id);
+    if (msg.more) {
+      this.#reply(conn, requestId, { type: 'ok' });
+      return;
+    }
+    const r = closeUnadopted(s.fd, s.journal, s.inherited, s.adopted);
+    if (s.adoptTimer) clearTimeout(s.adoptTimer);
+    s.adoptTimer = null;
+    s.inherited = null;
+    const adopted = s.adopted.size;
+    s.adopted = new Set();
+    if (s.lastRecovery) {
+      s.lastRecovery.cleanup.closed += r.closed;
+      s.lastRecovery.cleanup.alreadyGone += r.alreadyGone;
+    }
+    this.#metrics.backingIds('adopted', adopted);
+    this.#metrics.backingIds('closed', r.closed);
+    this.#gauges();
+    this.#reply(conn, requestId, { type: 'adopted', closed: r.closed, probed: s.probedAtHandover });
+    this.#log.info({ event: 'journal.adopted', session: s.name, adopted, closed: r.closed, alreadyGone: r.alreadyGone, probed: s.probedAtHandover }, `${s.name}: ${adopted} backing ids adopted, ${r.closed} closed`);
+  }
+
+  #releaseRequest(conn: Conn, name: string, requestId: number): void {
+    const s = this.#sessions.get(name);
+    if (!s) throw new Refusal('ENOENT', `no session named ${name}`);
+    if (!this.#mayUse(conn.peer, s)) throw new Refusal('EACCES', `session ${name} belongs to uid ${s.creatorUid}`);
+    this.#release(s, `released by ${conn.peer.pid}`);
+    this.#reply(conn, requestId, { type: 'ok' });
+  }
+
+  /** Unmounts and forgets a session. */
+  #release(s: LiveSession, reason: string): void {
+    try {
+      unmountFuse(s.spec.mountpoint);
+    } catch {
+      try {
+        unmountFuse(s.spec.mountpoint, true);
+      } catch (err) {
+        // Already unmounted (by an admin, or an aborted connection): nothing is left to do.
+        this.#log.debug({ event: 'session.unmount_skipped', session: s.name, err: (err as Error).message }, 'nothing to unmount');
+      }
+    }
+    this.#dropSession(s, reason);
+    this.#log.info({ event: 'session.released', session: s.name, mountpoint: s.spec.mountpoint, reason }, `session ${s.name} released: ${reason}`);
+    this.onSessionGone?.(s.name);
+  }
+
+  /** Closes the supervisor's copy of the fd and forgets the session (mount untouched). */
+  #dropSession(s: LiveSession, reason: string): void {
+    if (s.adoptTimer) clearTimeout(s.adoptTimer);
+    if (s.drain) {
+      clearTimeout(s.drain.timer);
+      this.#reply(s.drain.conn, s.drain.requestId, errorMessage('ENOENT', `session ${s.name} went away: ${reason}`));
+      s.drain = null;
+    }
+    for (const w of s.standbys) {
+      w.conn.acquiring = false;
+      this.#reply(w.conn, w.requestId, errorMessage('ENOENT', `session ${s.name} went away: ${reason}`));
+    }
+    s.standbys = [];
+    const ownerConn = s.owner?.connection != null ? this.#conns.get(s.owner.connection) : undefined;
+    if (ownerConn) ownerConn.session = null;
+    this.#forgetOwner(s);
+    closeFd(s.fd);
+    this.#sessions.delete(s.name);
+    this.#gauges();
+  }
+
+  #drainRequest(conn: Conn, name: string, requestId: number): void {
+    const s = this.#sessions.get(name);
+    if (!s) throw new Refusal('ENOENT', `no session named ${name}`);
+    if (!this.#mayUse(conn.peer, s)) throw new Refusal('EACCES', `session ${name} belongs to uid ${s.creatorUid}`);
+    if (s.drain) throw new Refusal('EBUSY', `a drain of ${name} is already in progress`);
+    const ownerConn = s.owner?.connection != null ? this.#conns.get(s.owner.connection) : undefined;
+    if (!this.#ownerLive(s) || !ownerConn) {
+      this.#reply(conn, requestId, { type: 'ok' });
+      return;
+    }
+    const timer = setTimeout(() => void this.#drainTimedOut(s), this.config.drainTimeoutMs);
+    s.drain = { conn, requestId, timer, drained: false };
+    this.#send(ownerConn, encodeMessage({ type: 'drain_request' }));
+    this.#log.info({ event: 'session.draining', session: name, owner: s.owner?.pid }, `asked owner ${s.owner?.pid} of ${name} to drain`);
+  }
+
+  #drained(s: LiveSession): void {
+    const d = s.drain;
+    const owner = s.owner;
+    if (!d || !owner || d.drained) return;
+    d.drained = true;
+    this.#drainedOwners.add(owner);
+    void owner.exit.then(() => {
+      if (s.drain !== d) return;
+      clearTimeout(d.timer);
+      s.drain = null;
+      this.#reply(d.conn, d.requestId, { type: 'ok' });
+      this.#log.info({ event: 'session.drained', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} drained and exited`);
+      this.#serveStandby(s);
+    });
+  }
+
+  async #drainTimedOut(s: LiveSession): Promise<void> {
+    const d = s.drain;
+    if (!d) return;
+    const owner = s.owner;
+    this.#log.warn({ event: 'session.drain_timeout', session: s.name, owner: owner?.pid }, `owner of ${s.name} did not drain within ${this.config.drainTimeoutMs} ms; fencing it`);
+    if (owner) {
+      this.#drainedOwners.delete(owner);
+      try {
+        if (await fenceOwner(owner, this.config.fenceTimeoutMs)) this.#metrics.fencedOwner();
+      } catch (err) {
+        this.#log.error({ event: 'owner.fence_failed', session: s.name, err: (err as Error).message }, (err as Error).message);
+      }
+    }
+    if (s.drain === d) s.drain = null;
+    this.#reply(d.conn, d.requestId, errorMessage('ETIMEDOUT', `owner of ${s.name} did not drain within ${this.config.drainTimeoutMs} ms and was fenced`));
+    this.#serveStandby(s);
+  }
+
+  /** Owners that sent heartbeats and then fell silent for heartbeatTimeoutMs are fenced. */
+  #checkHeartbeats(): void {
+    for (const s of this.#sessions.values()) {
+      const o = s.owner;
+      if (!o || o.exited || s.recovering || s.heartbeats === 0) continue;
+      if (Date.now() - o.lastHeartbeat <= this.config.heartbeatTimeoutMs) continue;
+      s.heartbeats = 0;
+      this.#log.warn({ event: 'owner.silent', session: s.name, owner: o.pid, silentMs: Date.now() - o.lastHeartbeat }, `owner ${o.pid} of ${s.name} sent no heartbeat for ${Date.now() - o.lastHeartbeat} ms; fencing it`);
+      fenceOwner(o, this.config.fenceTimeoutMs).then(
+        (killed) => {
+          if (killed) this.#metrics.fencedOwner();
+          this.#serveStandby(s);
+        },
+        (err: Error) => this.#log.error({ event: 'owner.fence_failed', session: s.name, err: err.message }, err.message),
+      );
+    }
+  }
+
+  #statusJson(): string {
+    const st = this.status();
+    let json = JSON.stringify(st);
+    if (Buffer.byteLength(json) <= MAX_STATUS_JSON) return json;
+    // Too many sessions for one frame: drop per-session detail, keep names and states.
+    const brief = { supervisor: st.supervisor, truncated: true, sessions: st.sessions.map((s) => ({ name: s.name, state: s.state, generation: s.generation })) };
+    json = JSON.stringify(brief);
+    while (Buffer.byteLength(json) > MAX_STATUS_JSON) {
+      brief.sessions.pop();
+      json = JSON.stringify(brief);
+    }
+    return json;
+  }
+
+  #gauges(): void {
+    let owners = 0;
+    let live = 0;
+    for (const s of this.#sessions.values()) {
+      if (this.#ownerLive(s)) owners++;
+      live += s.journal.size;
+    }
+    this.#metrics.setSessions(this.#sessions.size);
+    this.#metrics.setOwners(owners);
+    this.#metrics.setLiveBackingIds(live);
+  }
+}
+
+function sameSpec(a: MountSpec, b: MountSpec): boolean {
+  return (
+    a.mountpoint === b.mountpoint &&
+    a.fsName === b.fsName &&
+    a.subtype === b.subtype &&
+    a.rootMode === b.rootMode &&
+    a.uid === b.uid &&
+    a.gid === b.gid &&
+    a.allowOther === b.allowOther &&
+    a.defaultPermissions === b.defaultPermissions &&
+    a.readOnly === b.readOnly &&
+    a.maxRead === b.maxRead
+  );
+}
+
+/**
+ * Creates the socket's directory and removes a stale socket file left by a dead supervisor.
+ * A socket somebody still listens on means another supervisor runs: that is an error.
+ */
+function prepareSocketPath(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  const probe = createSocket('seqpacket');
+  try {
+    connectSocket(probe, path);
+    throw new Error(`another supervisor is listening on ${path}`);
+  } catch (err) {
+    if (!(err instanceof NativeError && (err.code === 'ECONNREFUSED' || err.code === 'ENOENT'))) throw err;
+  } finally {
+    closeFd(probe);
+  }
+  unlinkSync(path);
+}
