@@ -574,6 +574,25 @@ export function encodeInitOut(o: InitOut): Buffer {
   return buf;
 }
 
+/** Decodes a 64-byte `struct fuse_init_out` body, combining `flags`/`flags2` (RangeError when shorter). */
+export function decodeInitOut(buf: Buffer): InitOut {
+  if (buf.length < FUSE_INIT_OUT_SIZE) throw new RangeError(`fuse_init_out needs ${FUSE_INIT_OUT_SIZE} bytes, got ${buf.length}`);
+  return {
+    major: buf.readUInt32LE(0),
+    minor: buf.readUInt32LE(4),
+    maxReadahead: buf.readUInt32LE(8),
+    flags: BigInt(buf.readUInt32LE(12)) | (BigInt(buf.readUInt32LE(32)) << 32n),
+    maxBackground: buf.readUInt16LE(16),
+    congestionThreshold: buf.readUInt16LE(18),
+    maxWrite: buf.readUInt32LE(20),
+    timeGran: buf.readUInt32LE(24),
+    maxPages: buf.readUInt16LE(28),
+    mapAlignment: buf.readUInt16LE(30),
+    maxStackDepth: buf.readUInt32LE(36),
+    requestTimeout: buf.readUInt16LE(40),
+  };
+}
+
 /** `struct fuse_attr`. Times are seconds since the epoch (signed) plus nanoseconds. */
 export interface Attr {
   /** Inode number reported to `stat`. */

@@ -1,13 +1,27 @@
 import { parseArgs } from 'node:util';
 import { runMirror, validateMirrorArgs, UsageError } from '../../examples/mirrorfs/run.ts';
 import type { FuseLogger } from '../../client/fuse/server.ts';
+import { isValidSessionName } from '../../protocol/names.ts';
 
 const USAGE = `usage: fusekeeper-mirrorfs SOURCE MOUNTPOINT [options]
 
 Mirrors the directory SOURCE read-write on MOUNTPOINT through FUSE, with kernel
-passthrough for file data. Runs in the foreground; SIGINT/SIGTERM unmount and exit.
+passthrough for file data. Runs in the foreground.
+
+Standalone (no --socket): mounts MOUNTPOINT itself; SIGINT/SIGTERM unmount and exit.
+
+Supervised (--socket): the fusekeeper supervisor mounts MOUNTPOINT and keeps the
+connection when this daemon dies; started again, the daemon resumes the session
+(open files, including passthrough ones, keep working; requests in flight are
+replayed). SIGINT/SIGTERM stop serving and exit WITHOUT unmounting: the mount
+stays, waiting for the next daemon. Only \`fusekeeper release NAME\` unmounts.
+On \`fusekeeper upgrade NAME\` the daemon finishes what it read and exits 0.
 
 options:
+  --socket PATH      run supervised by the fusekeeper supervisor listening on PATH
+                     (a socket path, or @NAME for an abstract socket)
+  --name NAME        session name (supervised only); default: derived from
+                     MOUNTPOINT, e.g. /mnt/data -> mnt-data
   --debug            print every request and reply, one line each (stderr)
   --no-passthrough   serve reads and writes through the daemon
   --allow-other      let users other than the mounting one use the mount
@@ -33,6 +47,8 @@ export async function main(argv: string[]): Promise<number> {
         'no-passthrough': { type: 'boolean' },
         'allow-other': { type: 'boolean' },
         stats: { type: 'string' },
+        socket: { type: 'string' },
+        name: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -48,8 +64,17 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`fusekeeper-mirrorfs: expected SOURCE and MOUNTPOINT\n${USAGE}\n`);
     return 2;
   }
+  const { socket, name } = parsed.values;
+  if (name !== undefined && socket === undefined) {
+    process.stderr.write(`fusekeeper-mirrorfs: --name needs --socket\n${USAGE}\n`);
+    return 2;
+  }
+  if (name !== undefined && !isValidSessionName(name)) {
+    process.stderr.write(`fusekeeper-mirrorfs: invalid session name ${JSON.stringify(name)}: 1..128 of [A-Za-z0-9_.@:-], starting with a letter or digit\n`);
+    return 2;
+  }
   try {
-    const { source, mountpoint } = validateMirrorArgs(parsed.positionals[0]!, parsed.positionals[1]!);
+    const { source, mountpoint } = validateMirrorArgs(parsed.positionals[0]!, parsed.positionals[1]!, { supervised: socket !== undefined });
     return await runMirror({
       source,
       mountpoint,
@@ -58,6 +83,8 @@ export async function main(argv: string[]): Promise<number> {
       allowOther: parsed.values['allow-other'] ?? false,
       statsFile: parsed.values.stats,
       log: stderrLogger(),
+      socket,
+      name,
     });
   } catch (err) {
     const e = err as Error & { code?: string };

@@ -4,12 +4,26 @@
 // unpatched kernels), so the id must be shared, and stay open while any handle uses it.
 import { backingOpen, backingClose } from '../../kernel/backing.ts';
 import { FuseKernelError } from '../../kernel/errors.ts';
+import type { JournalEntry, SessionLink } from '../session.ts';
 import type { FuseLogger } from './server.ts';
+import { faultArmed, faultPoint } from './fault.ts';
 
 /** Journal hooks: `opened` runs after the ioctl and before the OPEN reply that uses the id. */
 export interface BackingHooks {
   opened?(id: number, dev: bigint, ino: bigint): void | Promise<void>;
   closed?(id: number): void;
+}
+
+/**
+ * Hooks that report every backing id to the supervisor (the journal strategy, DESIGN.md
+ * section 4). `acquire` awaits `opened` before it returns the id, so the report is in the
+ * control socket before the OPEN/CREATE reply that hands the id to the kernel.
+ */
+export function journalHooks(link: SessionLink): BackingHooks {
+  return {
+    opened: (id, dev, ino) => link.journalOpen(id, dev, ino),
+    closed: (id) => link.journalClose(id),
+  };
 }
 
 interface BackingEntry {
@@ -66,10 +80,17 @@ export class BackingTable {
       }
       return 0;
     }
+    faultPoint('after-backing-open');
     const entry = { id, dev, ino, refs: 1 };
     this.#byInode.set(key, entry);
     this.stats.opened++;
-    await this.#hooks.opened?.(id, dev, ino);
+    try {
+      await this.#hooks.opened?.(id, dev, ino);
+    } catch (err) {
+      // Not journaled: nobody else could ever close it. The caller's open fails.
+      this.release(dev, ino);
+      throw err;
+    }
     return id;
   }
 
@@ -93,6 +114,27 @@ export class BackingTable {
   /** Takes over an id a previous daemon opened (journal strategy), with `refs` open handles. */
   adopt(id: number, dev: bigint, ino: bigint, refs: number): void {
     this.#byInode.set(`${dev}:${ino}`, { id, dev, ino, refs });
+  }
+
+  /**
+   * After a resume on the journal strategy: takes over each journaled id whose backing inode
+   * still has open handles, `refs(dev, ino)` of them (each will be released once). On an
+   * unpatched kernel a file the application still holds open stays bound to that id, and a
+   * new open of it answered with any other id fails with EIO. Returns the adopted entries;
+   * pass their ids to `SessionLink.adopt` before serving, so the supervisor closes the rest.
+   * Of two entries for one inode the first is taken.
+   */
+  adoptJournal(journal: readonly JournalEntry[], refs: (dev: bigint, ino: bigint) => number): JournalEntry[] {
+    const adopted: JournalEntry[] = [];
+    // Test-only (FUSEKEEPER_FAULT=skip-adopt): behave like a daemon without the journal strategy.
+    if (faultArmed('skip-adopt')) return adopted;
+    for (const e of journal) {
+      const n = refs(e.dev, e.ino);
+      if (n <= 0 || this.idOf(e.dev, e.ino) !== 0) continue;
+      this.adopt(e.id, e.dev, e.ino, n);
+      adopted.push(e);
+    }
+    return adopted;
   }
 
   /** The id currently held for (dev, ino), or 0. */

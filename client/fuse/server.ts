@@ -4,9 +4,10 @@
 // boundary: a FuseError becomes its errno, anything else is logged and answered EIO.
 import { constants } from 'node:os';
 import { readFd, writeFd, setNonBlocking, watchFd, errnoName, type PollHandle } from '../../native/index.ts';
-import { FUSE_IN_HEADER_SIZE, FUSE_WRITE_IN_SIZE, InitFlags, type InitOut } from '../../kernel/abi.ts';
+import { FUSE_IN_HEADER_SIZE, FUSE_UNIQUE_RESEND, FUSE_WRITE_IN_SIZE, InitFlags, type InitOut } from '../../kernel/abi.ts';
 import {
   parseRequest,
+  isResend,
   expectsReply,
   describeRequest,
   describeReply,
@@ -19,6 +20,10 @@ import {
   type InitWanted,
 } from './codec.ts';
 import { errnoOf } from './errors.ts';
+import type { SessionLink } from '../session.ts';
+import { ReplayGuard, resolveReplay } from './replay.ts';
+import { encodeSessionInit } from './session-init.ts';
+import { faultPoint } from './fault.ts';
 
 const { EAGAIN, EINTR, ENOENT, ENODEV, ENOSYS, EIO, EPROTO } = constants.errno;
 
@@ -60,10 +65,28 @@ export interface FuseLogger {
 export interface FuseServerOptions {
   /** What to ask for in INIT. `maxWrite` also sizes the read buffer. */
   init: InitWanted;
-  /** A connection that already answered INIT (resumed after a crash): skip INIT, use this. */
+  /**
+   * A connection that already answered INIT (resumed after a crash): skip INIT, use this.
+   * Should the kernel still send an INIT (the previous owner died before answering it, and
+   * FUSE_NOTIFY_RESEND requeued it), it is answered as on a fresh connection.
+   */
   resume?: SessionInit;
   /** Called once INIT is settled (fresh or resumed). */
   onInit?: (init: SessionInit) => void;
+  /**
+   * The supervisor session this connection belongs to. The INIT settlement is saved through
+   * it (`saveInit`, before the INIT reply is written), and each non-idempotent request gets
+   * an intent record in the checkpoint while it runs (see replay.ts).
+   */
+  link?: SessionLink;
+  /** Resumed: the checkpoint the previous owner left; its intent records resolve replays. */
+  checkpoint?: ReadonlyMap<string, Buffer>;
+  /**
+   * Called with `unique` (bit 63 cleared) for each replayed request before it runs: whatever
+   * the previous owner handed out only in its reply to that request never reached the kernel
+   * (see `ReplayGuardOptions.onReplayed`).
+   */
+  onReplayed?: (unique: bigint) => void;
   /** Prints each request and reply on one line each through `log.info`. */
   debug?: boolean;
   log?: FuseLogger;
@@ -91,6 +114,7 @@ export class FuseServer {
   readonly #opts: FuseServerOptions;
   readonly #log: FuseLogger;
   readonly #inFlight = new Map<bigint, AbortController>();
+  readonly #replay: ReplayGuard;
   #buf: Buffer;
   #poll: PollHandle | undefined;
   #init: SessionInit | undefined;
@@ -108,6 +132,7 @@ export class FuseServer {
     this.#log = opts.log ?? consoleLogger;
     this.#buf = Buffer.alloc(readBufferSize(opts.resume?.maxWrite ?? opts.init.maxWrite));
     this.#init = opts.resume;
+    this.#replay = new ReplayGuard({ link: opts.link, previous: opts.checkpoint, onReplayed: opts.onReplayed, log: this.#log });
     this.done = new Promise((r) => (this.#resolveDone = r));
   }
 
@@ -218,9 +243,13 @@ export class FuseServer {
     }
     const controller = new AbortController();
     if (wantsReply) this.#inFlight.set(unique, controller);
+    const ctx: RequestContext = { signal: controller.signal };
+    const run = (): Promise<Buffer | void> | Buffer | void => handler.call(this.#ops, req, ctx);
+    // Before the handler: a non-idempotent request's intent record goes out first.
+    const ticket = this.#replay.begin(req);
     let result: Promise<Buffer | void> | Buffer | void;
     try {
-      result = handler.call(this.#ops, req, { signal: controller.signal });
+      result = ticket.resolve ? this.#resolveReplay(req, ctx, run) : run();
     } catch (err) {
       result = Promise.reject(err);
     }
@@ -228,24 +257,33 @@ export class FuseServer {
       Promise.resolve(result).catch((err: unknown) => this.#log.error({ event: 'fuse.handler_failed', op: req.op, err: String(err) }, 'handler failed'));
       return;
     }
+    const answer = (reply: Buffer): void => {
+      this.#inFlight.delete(unique);
+      // Test-only (FUSEKEEPER_FAULT=after-exec:<op>): die with the operation done and unanswered.
+      if (!isResend(unique)) faultPoint(`after-exec:${req.op}`);
+      this.#write(reply, opcode);
+      if (ticket.key !== undefined) this.#replay.end(ticket.key);
+    };
     Promise.resolve(result).then(
       (reply) => {
-        this.#inFlight.delete(unique);
-        if (reply) this.#write(reply, opcode);
-        else {
-          this.#log.error({ event: 'fuse.no_reply', op: req.op }, 'handler resolved without a reply');
-          this.#write(replyError(unique, EIO), opcode);
-        }
+        if (!reply) this.#log.error({ event: 'fuse.no_reply', op: req.op }, 'handler resolved without a reply');
+        answer(reply || replyError(unique, EIO));
       },
       (err: unknown) => {
-        this.#inFlight.delete(unique);
         const errno = errnoOf(err);
         if (errno === undefined) {
           this.#log.error({ event: 'fuse.handler_failed', op: req.op, err: err instanceof Error ? err.stack : String(err) }, 'handler threw; answering EIO');
         }
-        this.#write(replyError(unique, errno ?? EIO), opcode);
+        answer(replyError(unique, errno ?? EIO));
       },
     );
+  }
+
+  /** A replay whose intent record exists: answered from what the filesystem shows, or run again. */
+  async #resolveReplay(req: FuseRequest, ctx: RequestContext, run: () => Promise<Buffer | void> | Buffer | void): Promise<Buffer | void> {
+    const reply = await resolveReplay(req, this.#ops, ctx);
+    this.#log.info({ event: 'fuse.replay', op: req.op, unique: req.header.unique & ~FUSE_UNIQUE_RESEND, outcome: reply ? 'resolved' : 'run' }, reply ? 'replayed request was already done: answered from the filesystem' : 'replayed request runs again');
+    return reply ?? run();
   }
 
   #handleInit(req: Extract<FuseRequest, { op: 'init' }>): void {
@@ -256,8 +294,10 @@ export class FuseServer {
       this.#write(replyError(unique, result.errno ?? EPROTO), opcode);
       return;
     }
-    this.#write(replyInit(unique, result.initOut), opcode);
-    if (result.awaitReinit) return;
+    if (result.awaitReinit) {
+      this.#write(replyInit(unique, result.initOut), opcode);
+      return;
+    }
     this.#init = {
       minor: result.minor,
       flags: result.flags,
@@ -265,6 +305,15 @@ export class FuseServer {
       passthrough: result.passthrough,
       initOut: result.initOut,
     };
+    // Saved before the reply: once the kernel has the reply it never sends INIT again, so a
+    // crash between reply and save would leave the next owner unable to serve. A crash
+    // between save and reply leaves INIT unanswered: it is resent, and answered again.
+    try {
+      this.#opts.link?.saveInit(encodeSessionInit(this.#init));
+    } catch (err) {
+      this.#log.error({ event: 'fuse.init_not_saved', err: String(err) }, 'INIT settlement not saved; a restarted daemon cannot resume this connection');
+    }
+    this.#write(replyInit(unique, result.initOut), opcode);
     if (readBufferSize(this.#init.maxWrite) > this.#buf.length) this.#buf = Buffer.alloc(readBufferSize(this.#init.maxWrite));
     this.#log.info(
       { event: 'fuse.init', protocol: `7.${result.minor}`, passthrough: result.passthrough, resend: (result.flags & InitFlags.HAS_RESEND) !== 0n, maxWrite: this.#init.maxWrite },

@@ -1,11 +1,11 @@
 // mirrorfs: mirrors a source directory read-write through FUSE, with kernel passthrough for
 // file data. Metadata goes through this daemon; reads and writes of open files go straight
 // to the source file in the kernel when passthrough is on.
-import { promises as fsp, constants as fsc, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, type BigIntStats } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fstatFd, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange, setTimes, type TimeSpec } from '../../native/index.ts';
-import { FATTR, FOPEN, FUSE_FSYNC_FDATASYNC, RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr } from '../../kernel/abi.ts';
+import { FATTR, FOPEN, FUSE_FSYNC_FDATASYNC, FUSE_UNIQUE_RESEND, RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr } from '../../kernel/abi.ts';
 import {
   DirentBuilder,
   replyAttr,
@@ -19,6 +19,7 @@ import {
   replyWrite,
   replyXattrSize,
   replyCopyFileRange64,
+  isResend,
   type EntryOut,
   type FuseRequest,
 } from '../../client/fuse/codec.ts';
@@ -26,6 +27,7 @@ import { FuseError } from '../../client/fuse/errors.ts';
 import type { FuseOperations, RequestOf } from '../../client/fuse/server.ts';
 import type { BackingTable } from '../../client/fuse/passthrough.ts';
 import { NodeTable, type Node } from './nodes.ts';
+import { CheckpointWriter, type CheckpointSink, type HandleRecord, type MirrorCheckpoint } from './checkpoint.ts';
 
 const openFd = promisify(openCb) as (path: string, flags: number, mode?: number) => Promise<number>;
 const closeFd = promisify(closeCb);
@@ -55,22 +57,34 @@ const O_ACCMODE = 3;
  * O_TRUNC itself when that flag was not granted).
  */
 const OPEN_FLAGS_DROPPED = fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY;
+/** Reopening a restored handle's file must neither create nor truncate it again. */
+const REOPEN_FLAGS_DROPPED = OPEN_FLAGS_DROPPED | fsc.O_TRUNC;
 const XATTR_SIZE_MAX = 65536;
 
-/** An open file handle. */
-interface FileHandle {
-  kind: 'file';
-  fd: number;
+/** What every handle knows about where it came from. */
+interface HandleOrigin {
   nodeid: bigint;
+  /** `unique` (bit 63 cleared) of the request that opened it. */
+  unique: bigint;
+  /** Opened by a previous daemon, restored from the checkpoint. */
+  restored: boolean;
+}
+
+/** An open file handle. */
+interface FileHandle extends HandleOrigin {
+  kind: 'file';
+  /** The source file, or -1 for a restored handle whose file could not be reopened (I/O on it: EIO). */
+  fd: number;
+  /** open(2) flags `fd` was opened with. */
+  flags: number;
   dev: bigint;
   ino: bigint;
   backingId: number;
 }
 
-/** An open directory handle: entries are read once per rewind. */
-interface DirHandle {
+/** An open directory handle: entries are read once per rewind (and after a restore). */
+interface DirHandle extends HandleOrigin {
   kind: 'dir';
-  nodeid: bigint;
   entries: { name: string; type: number }[] | undefined;
 }
 
@@ -87,7 +101,26 @@ export interface MirrorOptions {
   source: string;
   /** Passthrough backing ids (null: no passthrough, reads go through the daemon). */
   backing: BackingTable | null;
+  /**
+   * Supervised: nodes and handles are kept in the session checkpoint through `sink`. With
+   * `previous` (a resumed session) the tables are first restored from it.
+   */
+  checkpoint?: { sink: CheckpointSink; previous?: MirrorCheckpoint };
 }
+
+/** What `MirrorFs.create` restored from a previous daemon's checkpoint. */
+export interface RestoreSummary {
+  nodes: number;
+  files: number;
+  dirs: number;
+  /** Restored file handles whose source file could not be reopened (reads and writes on them: EIO). */
+  unavailable: number;
+  /** Checkpoint keys of mirrorfs that did not decode. */
+  malformed: string[];
+}
+
+/** The checkpoint belongs to a session that mirrors another directory. */
+export class SourceMismatchError extends Error {}
 
 function attrOf(st: BigIntStats): Attr {
   return {
@@ -124,6 +157,9 @@ export class MirrorFs implements FuseOperations {
   readonly #handles = new Map<bigint, FileHandle | DirHandle>();
   #nextFh = 1n;
   readonly #asRoot = process.getuid?.() === 0;
+  #checkpoint: CheckpointWriter | undefined;
+  /** Set when the tables were restored from a previous daemon's checkpoint. */
+  restored: RestoreSummary | undefined;
 
   constructor(opts: MirrorOptions, root: BigIntStats) {
     this.source = opts.source;
@@ -131,16 +167,124 @@ export class MirrorFs implements FuseOperations {
     this.nodes = new NodeTable(root.dev, root.ino);
   }
 
-  /** Opens mirrorfs over `source` (must be an existing directory). */
+  /**
+   * Opens mirrorfs over `source` (must be an existing directory). With `checkpoint.previous`
+   * the node and handle tables are restored first; with `checkpoint` every later change is
+   * recorded. Throws SourceMismatchError when the checkpoint is of another source directory.
+   */
   static async create(opts: MirrorOptions): Promise<MirrorFs> {
     const root = await fsp.stat(opts.source, { bigint: true });
     if (!root.isDirectory()) throw new FuseError('ENOTDIR', `${opts.source} is not a directory`);
-    return new MirrorFs(opts, root);
+    const mirror = new MirrorFs(opts, root);
+    const cp = opts.checkpoint;
+    if (!cp) return mirror;
+    const prev = cp.previous;
+    if (prev?.source && (prev.source.dev !== root.dev || prev.source.ino !== root.ino)) {
+      throw new SourceMismatchError(`the session mirrors ${prev.source.path} (inode ${prev.source.dev}:${prev.source.ino}), not ${opts.source}`);
+    }
+    if (prev) mirror.restored = await mirror.#restore(prev);
+    mirror.#checkpoint = new CheckpointWriter(cp.sink, prev?.nextNodeid ?? 0n);
+    mirror.#checkpoint.attach(mirror.nodes);
+    if (!prev?.source) mirror.#checkpoint.putSource({ path: opts.source, dev: root.dev, ino: root.ino });
+    return mirror;
   }
 
-  /** Uses `backing` for passthrough from now on (set once INIT settled whether passthrough is on). */
+  /**
+   * Rebuilds the tables a previous daemon checkpointed. Each file handle's source file is
+   * reopened by its node's path with the saved flags minus O_CREAT, O_EXCL and O_TRUNC, and
+   * accepted only if it is still the same inode; otherwise the handle stays known (so its
+   * RELEASE is answered) with reads and writes failing EIO. Directory handles re-list on
+   * their next READDIR.
+   */
+  async #restore(cp: MirrorCheckpoint): Promise<RestoreSummary> {
+    this.nodes.restore(cp.nodes);
+    this.nodes.continueFrom(cp.nextNodeid);
+    const summary: RestoreSummary = { nodes: this.nodes.size, files: 0, dirs: 0, unavailable: 0, malformed: cp.malformed };
+    for (const [fh, rec] of cp.handles) {
+      if (fh >= this.#nextFh) this.#nextFh = fh + 1n;
+      const origin = { nodeid: rec.nodeid, unique: rec.unique, restored: true };
+      if (rec.kind === 'dir') {
+        this.#handles.set(fh, { kind: 'dir', ...origin, entries: undefined });
+        summary.dirs++;
+        continue;
+      }
+      const fd = await this.#reopen(rec);
+      this.#handles.set(fh, { kind: 'file', ...origin, fd, flags: rec.flags, dev: rec.dev, ino: rec.ino, backingId: rec.backingId });
+      summary.files++;
+      if (fd < 0) summary.unavailable++;
+    }
+    return summary;
+  }
+
+  /** The restored handle's source file opened again, or -1. */
+  async #reopen(rec: HandleRecord): Promise<number> {
+    const node = this.nodes.get(rec.nodeid);
+    if (!node || node.removed) return -1;
+    let fd: number;
+    try {
+      fd = await openFd(this.#abs(node.path), (rec.flags & ~REOPEN_FLAGS_DROPPED) | fsc.O_NOFOLLOW);
+    } catch {
+      return -1;
+    }
+    const st = fstatFd(fd);
+    if (st.dev === rec.dev && st.ino === rec.ino) return fd;
+    // The name leads to another file by now.
+    await closeFd(fd);
+    return -1;
+  }
+
+  /**
+   * Restored file handles with a passthrough backing id on the inode (dev, ino): each will
+   * release it once. For `BackingTable.adoptJournal`.
+   */
+  restoredBackingRefs(dev: bigint, ino: bigint): number {
+    let n = 0;
+    for (const h of this.#handles.values()) if (h.kind === 'file' && h.restored && h.backingId !== 0 && h.dev === dev && h.ino === ino) n++;
+    return n;
+  }
+
+  /**
+   * Uses `backing` for passthrough from now on (set once INIT settled whether passthrough is
+   * on, or after adopting journaled ids). A restored handle keeps its backing id only where
+   * `backing` holds one for its inode (adopted); otherwise the id is gone (the supervisor
+   * closed it) and the handle's RELEASE has none to drop.
+   */
   setBacking(backing: BackingTable | null): void {
     this.#backing = backing;
+    for (const [fh, h] of this.#handles) {
+      if (h.kind !== 'file' || !h.restored || h.backingId === 0) continue;
+      const id = backing?.idOf(h.dev, h.ino) ?? 0;
+      if (id === h.backingId) continue;
+      h.backingId = id;
+      this.#checkpoint?.putHandle(fh, handleRecord(h));
+    }
+  }
+
+  /** Whether a backing table is set. */
+  get hasBacking(): boolean {
+    return this.#backing !== null;
+  }
+
+  /**
+   * For `FuseServerOptions.onReplayed`: request `unique` is back, so the kernel never got the
+   * previous daemon's reply to it, and a handle that daemon opened for it will never be
+   * released by the kernel. Such handles are closed here (and their backing references
+   * dropped) before the request runs again.
+   */
+  replayed = (unique: bigint): void => {
+    for (const [fh, h] of this.#handles) {
+      if (!h.restored || h.unique !== unique) continue;
+      this.#dropHandle(fh, h);
+    }
+  };
+
+  /** Forgets handle `fh`: its record, its backing reference, its fd. */
+  #dropHandle(fh: bigint, h: FileHandle | DirHandle): void {
+    this.#handles.delete(fh);
+    this.#checkpoint?.deleteHandle(fh);
+    if (h.kind !== 'file') return;
+    if (h.backingId) this.#backing?.release(h.dev, h.ino);
+    if (h.fd >= 0) closeSync(h.fd);
   }
 
   /** Open handles (files and directories). */
@@ -160,10 +304,18 @@ export class MirrorFs implements FuseOperations {
     return rel === '' ? this.source : join(this.source, rel);
   }
 
-  #file(fh: bigint): FileHandle {
+  /** The file handle `fh`; with `io`, one whose source file is open (EIO otherwise). */
+  #file(fh: bigint, io = true): FileHandle {
     const h = this.#handles.get(fh);
     if (!h || h.kind !== 'file') throw new FuseError('EBADF', `unknown file handle ${fh}`);
+    if (io && h.fd < 0) throw new FuseError('EIO', `file handle ${fh} was restored without its source file`);
     return h;
+  }
+
+  /** An fd for `fh` to stat or change the file through, if it is an open file handle. */
+  #fdOf(fh: bigint): number | undefined {
+    const h = this.#handles.get(fh);
+    return h?.kind === 'file' && h.fd >= 0 ? h.fd : undefined;
   }
 
   #dir(fh: bigint): DirHandle {
@@ -201,15 +353,14 @@ export class MirrorFs implements FuseOperations {
   };
 
   getattr = async (req: Req<'getattr'>): Promise<Buffer> => {
-    const handle = this.#handles.get(req.fh);
-    const st = handle?.kind === 'file' ? await fstatBig(handle.fd, { bigint: true }) : await fsp.lstat(this.#abs(this.#node(req.header.nodeid).path), { bigint: true });
+    const fd = this.#fdOf(req.fh);
+    const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(this.#abs(this.#node(req.header.nodeid).path), { bigint: true });
     return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
   };
 
   setattr = async (req: Req<'setattr'>): Promise<Buffer> => {
     const abs = this.#abs(this.#node(req.header.nodeid).path);
-    const handle = req.valid & FATTR.FH ? this.#handles.get(req.fh) : undefined;
-    const fd = handle?.kind === 'file' ? handle.fd : undefined;
+    const fd = req.valid & FATTR.FH ? this.#fdOf(req.fh) : undefined;
     if (req.valid & FATTR.MODE) await fsp.chmod(abs, req.mode & 0o7777);
     if (req.valid & (FATTR.UID | FATTR.GID)) {
       await fsp.lchown(abs, req.valid & FATTR.UID ? req.uid : -1, req.valid & FATTR.GID ? req.gid : -1);
@@ -287,8 +438,12 @@ export class MirrorFs implements FuseOperations {
     return replyEntry(req.header.unique, await this.#lookupPath(rel));
   };
 
-  /** Registers an open fd as a handle, with a passthrough backing id when possible. */
-  async #openHandle(fd: number, nodeid: bigint): Promise<{ fh: bigint; openFlags: number; backingId: number }> {
+  /**
+   * Registers `fd` (opened with `flags` for request `unique`) as a handle, with a passthrough
+   * backing id when possible. The handle record is in the checkpoint when this returns, before
+   * the reply that hands the handle to the kernel.
+   */
+  async #openHandle(fd: number, flags: number, nodeid: bigint, unique: bigint): Promise<{ fh: bigint; openFlags: number; backingId: number }> {
     const st = fstatFd(fd);
     let backingId = 0;
     try {
@@ -298,7 +453,9 @@ export class MirrorFs implements FuseOperations {
       throw err;
     }
     const fh = this.#nextFh++;
-    this.#handles.set(fh, { kind: 'file', fd, nodeid, dev: st.dev, ino: st.ino, backingId });
+    const h: FileHandle = { kind: 'file', fd, flags, nodeid, unique: unique & ~FUSE_UNIQUE_RESEND, restored: false, dev: st.dev, ino: st.ino, backingId };
+    this.#handles.set(fh, h);
+    this.#checkpoint?.putHandle(fh, handleRecord(h));
     this.stats.opens++;
     if (backingId) this.stats.passthroughOpens++;
     return { fh, openFlags: backingId ? FOPEN.PASSTHROUGH : 0, backingId };
@@ -306,14 +463,16 @@ export class MirrorFs implements FuseOperations {
 
   open = async (req: Req<'open'>): Promise<Buffer> => {
     const node = this.#node(req.header.nodeid);
-    const fd = await openFd(this.#abs(node.path), (req.flags & ~OPEN_FLAGS_DROPPED) | fsc.O_NOFOLLOW);
-    return replyOpen(req.header.unique, await this.#openHandle(fd, node.nodeid));
+    const flags = (req.flags & ~OPEN_FLAGS_DROPPED) | fsc.O_NOFOLLOW;
+    const fd = await openFd(this.#abs(node.path), flags);
+    return replyOpen(req.header.unique, await this.#openHandle(fd, flags, node.nodeid, req.header.unique));
   };
 
   create = async (req: Req<'create'>): Promise<Buffer> => {
     const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
     const abs = this.#abs(rel);
-    const fd = await openFd(abs, (req.flags & ~fsc.O_NOCTTY) | fsc.O_CREAT | fsc.O_NOFOLLOW, req.mode & ~req.umask & 0o7777);
+    const flags = (req.flags & ~fsc.O_NOCTTY) | fsc.O_CREAT | fsc.O_NOFOLLOW;
+    const fd = await openFd(abs, flags, req.mode & ~req.umask & 0o7777);
     try {
       await this.#own(abs, req.header.uid, req.header.gid);
     } catch (err) {
@@ -322,7 +481,7 @@ export class MirrorFs implements FuseOperations {
     }
     const st = await fstatBig(fd, { bigint: true });
     const node = this.nodes.remember(rel, st.dev, st.ino);
-    const open = await this.#openHandle(fd, node.nodeid);
+    const open = await this.#openHandle(fd, flags, node.nodeid, req.header.unique);
     return replyCreate(req.header.unique, this.#entry(node, st), open);
   };
 
@@ -342,7 +501,7 @@ export class MirrorFs implements FuseOperations {
   };
 
   flush = (req: Req<'flush'>): Buffer => {
-    this.#file(req.fh);
+    this.#file(req.fh, false);
     return replyEmpty(req.header.unique);
   };
 
@@ -352,11 +511,10 @@ export class MirrorFs implements FuseOperations {
     return replyEmpty(req.header.unique);
   };
 
-  release = async (req: Req<'release'>): Promise<Buffer> => {
-    const h = this.#file(req.fh);
-    this.#handles.delete(req.fh);
-    if (h.backingId) this.#backing?.release(h.dev, h.ino);
-    await closeFd(h.fd);
+  release = (req: Req<'release'>): Buffer => {
+    // A replayed RELEASE whose handle is gone was done before the crash.
+    if (isResend(req.header.unique) && !this.#handles.has(req.fh)) return replyEmpty(req.header.unique);
+    this.#dropHandle(req.fh, this.#file(req.fh, false));
     return replyEmpty(req.header.unique);
   };
 
@@ -365,7 +523,9 @@ export class MirrorFs implements FuseOperations {
     const st = await fsp.lstat(this.#abs(node.path));
     if (!st.isDirectory()) throw new FuseError('ENOTDIR');
     const fh = this.#nextFh++;
-    this.#handles.set(fh, { kind: 'dir', nodeid: node.nodeid, entries: undefined });
+    const h: DirHandle = { kind: 'dir', nodeid: node.nodeid, unique: req.header.unique & ~FUSE_UNIQUE_RESEND, restored: false, entries: undefined };
+    this.#handles.set(fh, h);
+    this.#checkpoint?.putHandle(fh, handleRecord(h));
     return replyOpen(req.header.unique, { fh, openFlags: 0 });
   };
 
@@ -416,7 +576,8 @@ export class MirrorFs implements FuseOperations {
   };
 
   releasedir = (req: Req<'releasedir'>): Buffer => {
-    this.#handles.delete(req.fh);
+    const h = this.#handles.get(req.fh);
+    if (h?.kind === 'dir') this.#dropHandle(req.fh, h);
     return replyEmpty(req.header.unique);
   };
 
@@ -482,9 +643,16 @@ export class MirrorFs implements FuseOperations {
   async closeAll(): Promise<void> {
     for (const [fh, h] of this.#handles) {
       this.#handles.delete(fh);
-      if (h.kind === 'file') await closeFd(h.fd).catch(() => {});
+      if (h.kind === 'file' && h.fd >= 0) await closeFd(h.fd).catch(() => {});
     }
   }
+}
+
+/** A handle as its checkpoint record. */
+function handleRecord(h: FileHandle | DirHandle): HandleRecord {
+  return h.kind === 'file'
+    ? { kind: 'file', nodeid: h.nodeid, flags: h.flags, dev: h.dev, ino: h.ino, backingId: h.backingId, unique: h.unique }
+    : { kind: 'dir', nodeid: h.nodeid, flags: 0, dev: 0n, ino: 0n, backingId: 0, unique: h.unique };
 }
 
 const fstatBig = promisify(fstatCb as (fd: number, o: { bigint: true }, cb: (e: NodeJS.ErrnoException | null, s: BigIntStats) => void) => void) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>;

@@ -26,12 +26,22 @@ export interface Node {
 /** A serialisable snapshot of one node, for checkpoints (the last element only when needed). */
 export type NodeRecord = [nodeid: string, path: string, dev: string, ino: string, nlookup: string, extra?: { links?: string[]; removed?: boolean }];
 
+/** Told about every change of the table once the changing call is complete, e.g. to keep a checkpoint current. */
+export interface NodeObserver {
+  /** `node` is new or changed (lookup count, names, removed flag). */
+  changed(node: Node): void;
+  /** `nodeid` was forgotten. */
+  dropped(nodeid: bigint): void;
+}
+
 export class NodeTable {
   readonly #byId = new Map<bigint, Node>();
   readonly #byInode = new Map<string, Node>();
   /** Every known name (primary and hard links) of every node but the root, for `unlinked`. */
   readonly #byName = new Map<string, Node>();
   #next = 2n;
+  /** Receives changes; `restore` does not report (the state came from the checkpoint). */
+  observer: NodeObserver | undefined;
 
   constructor(rootDev: bigint, rootIno: bigint) {
     this.#insert({ nodeid: 1n, path: '', dev: rootDev, ino: rootIno, nlookup: 1n, links: [], removed: false });
@@ -43,6 +53,21 @@ export class NodeTable {
     this.#index(node);
     if (node.nodeid >= this.#next) this.#next = node.nodeid + 1n;
     return node;
+  }
+
+  #report(nodes: Iterable<Node>): void {
+    const o = this.observer;
+    if (o) for (const n of nodes) o.changed(n);
+  }
+
+  /** The nodeid the next new node gets. */
+  get nextNodeid(): bigint {
+    return this.#next;
+  }
+
+  /** New nodes get nodeids from `next` on (or higher): ids handed out before a restart are not reused. */
+  continueFrom(next: bigint): void {
+    if (next > this.#next) this.#next = next;
   }
 
   #index(node: Node): void {
@@ -96,9 +121,12 @@ export class NodeTable {
         this.#index(existing);
       }
       existing.nlookup++;
+      this.#report([existing]);
       return existing;
     }
-    return this.#insert({ nodeid: this.#next, path, dev, ino, nlookup: 1n, links: [], removed: false });
+    const node = this.#insert({ nodeid: this.#next, path, dev, ino, nlookup: 1n, links: [], removed: false });
+    this.#report([node]);
+    return node;
   }
 
   /** Drops `count` lookups; forgets the node at zero (never the root). */
@@ -106,12 +134,15 @@ export class NodeTable {
     const node = this.#byId.get(nodeid);
     if (!node || nodeid === 1n) return;
     node.nlookup -= count;
-    if (node.nlookup <= 0n) {
-      this.#byId.delete(nodeid);
-      this.#unindex(node);
-      const key = `${node.dev}:${node.ino}`;
-      if (this.#byInode.get(key) === node) this.#byInode.delete(key);
+    if (node.nlookup > 0n) {
+      this.#report([node]);
+      return;
     }
+    this.#byId.delete(nodeid);
+    this.#unindex(node);
+    const key = `${node.dev}:${node.ino}`;
+    if (this.#byInode.get(key) === node) this.#byInode.delete(key);
+    this.observer?.dropped(nodeid);
   }
 
   /**
@@ -119,8 +150,13 @@ export class NodeTable {
    * it, falling back to another name of the same inode, or is marked removed.
    */
   unlinked(path: string): void {
+    const node = this.#unlink(path);
+    if (node) this.#report([node]);
+  }
+
+  #unlink(path: string): Node | undefined {
     const node = this.#byName.get(path);
-    if (!node) return;
+    if (!node) return undefined;
     this.#unindex(node);
     node.links = node.links.filter((l) => l !== path);
     if (node.path === path && !node.removed) {
@@ -129,22 +165,30 @@ export class NodeTable {
       else node.path = other;
     }
     this.#index(node);
+    return node;
   }
 
   /** After a rename of `from` to `to` (replacing whatever `to` was): every node at or below `from` moves. */
   renamed(from: string, to: string): void {
     if (from === to) return;
-    this.unlinked(to);
-    this.#move(from, to);
+    const changed = new Set<Node>();
+    const replaced = this.#unlink(to);
+    if (replaced) changed.add(replaced);
+    this.#move(from, to, changed);
+    this.#report(changed);
   }
 
-  #move(from: string, to: string): void {
+  #move(from: string, to: string, changed: Set<Node>): void {
     const prefix = `${from}/`;
     const moved = (p: string): string => (p === from ? to : p.startsWith(prefix) ? to + p.slice(from.length) : p);
     for (const node of this.#byId.values()) {
       if (node.nodeid === 1n) continue;
-      node.path = moved(node.path);
-      node.links = node.links.map(moved);
+      const path = moved(node.path);
+      const links = node.links.map(moved);
+      if (path === node.path && links.every((l, i) => l === node.links[i])) continue;
+      node.path = path;
+      node.links = links;
+      changed.add(node);
     }
     this.#reindex();
   }
@@ -152,9 +196,11 @@ export class NodeTable {
   /** After RENAME_EXCHANGE of `a` and `b`: nodes below each swap places. */
   exchanged(a: string, b: string): void {
     const marker = '\0swap';
-    this.#move(a, marker);
-    this.#move(b, a);
-    this.#move(marker, b);
+    const changed = new Set<Node>();
+    this.#move(a, marker, changed);
+    this.#move(b, a, changed);
+    this.#move(marker, b, changed);
+    this.#report(changed);
   }
 
   /** Snapshot for a checkpoint. */
@@ -162,8 +208,9 @@ export class NodeTable {
     return [...this.#byId.values()].map((n) => this.record(n));
   }
 
-  /** Replaces the table with a checkpointed snapshot. */
+  /** Replaces the table with a checkpointed snapshot; without a record for nodeid 1 the current root stays. */
   restore(records: NodeRecord[]): void {
+    const root = this.#byId.get(1n)!;
     this.#byId.clear();
     this.#byInode.clear();
     this.#byName.clear();
@@ -171,12 +218,18 @@ export class NodeTable {
     for (const [nodeid, path, dev, ino, nlookup, extra] of records) {
       this.#insert({ nodeid: BigInt(nodeid), path, dev: BigInt(dev), ino: BigInt(ino), nlookup: BigInt(nlookup), links: [...(extra?.links ?? [])], removed: extra?.removed ?? false });
     }
+    if (!this.#byId.has(1n)) this.#insert(root);
   }
 
   /** One node as a checkpoint record. */
   record(node: Node): NodeRecord {
-    const rec: NodeRecord = [String(node.nodeid), node.path, String(node.dev), String(node.ino), String(node.nlookup)];
-    if (node.links.length || node.removed) rec.push({ ...(node.links.length ? { links: [...node.links] } : {}), ...(node.removed ? { removed: true } : {}) });
-    return rec;
+    return nodeRecord(node);
   }
+}
+
+/** One node as a checkpoint record. */
+export function nodeRecord(node: Node): NodeRecord {
+  const rec: NodeRecord = [String(node.nodeid), node.path, String(node.dev), String(node.ino), String(node.nlookup)];
+  if (node.links.length || node.removed) rec.push({ ...(node.links.length ? { links: [...node.links] } : {}), ...(node.removed ? { removed: true } : {}) });
+  return rec;
 }

@@ -1,15 +1,29 @@
-// Runs mirrorfs standalone: validates the arguments, mounts, serves until SIGINT/SIGTERM or
-// an external unmount, then unmounts and closes everything.
+// Runs mirrorfs, standalone or supervised.
+//
+// Standalone: validates the arguments, mounts, serves until SIGINT/SIGTERM or an external
+// unmount, then unmounts and closes everything.
+//
+// Supervised (`socket`): acquires the session from the fusekeeper supervisor, which mounts
+// the connection itself and keeps it across daemon crashes. A fresh session is served from
+// INIT on; a resumed one restores the previous daemon's nodes and handles from the
+// checkpoint, adopts its journaled backing ids, and is served without INIT. Exiting never
+// unmounts: only `fusekeeper release NAME` does.
 import { realpathSync, statSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { closeFd } from '../../native/index.ts';
 import { InitFlags } from '../../kernel/abi.ts';
 import { openFuseDevice } from '../../kernel/device.ts';
 import { mountFuse, unmountFuse, findMount } from '../../kernel/mount.ts';
 import { hasCapSysAdmin } from '../../kernel/doctor.ts';
-import { FuseServer, type FuseLogger } from '../../client/fuse/server.ts';
-import { BackingTable } from '../../client/fuse/passthrough.ts';
+import { sessionNameFromMountpoint, type MountSpec } from '../../protocol/index.ts';
+import { connectSupervisor, type SupervisorClient } from '../../client/supervisor.ts';
+import type { AcquiredSession, SessionLink } from '../../client/session.ts';
+import { FuseServer, type FuseLogger, type FuseServerOptions, type SessionInit, type StopReason } from '../../client/fuse/server.ts';
+import { BackingTable, journalHooks, type BackingHooks } from '../../client/fuse/passthrough.ts';
+import { decodeSessionInit } from '../../client/fuse/session-init.ts';
+import type { InitWanted } from '../../client/fuse/codec.ts';
 import { MirrorFs } from './mirrorfs.ts';
+import { readCheckpoint } from './checkpoint.ts';
 
 export interface MirrorRunOptions {
   source: string;
@@ -20,13 +34,22 @@ export interface MirrorRunOptions {
   /** Where to write the daemon's counters (JSON) on SIGUSR2 and at exit. */
   statsFile?: string;
   log: FuseLogger;
+  /** Supervised: the supervisor's control socket (a path or `@abstract`). */
+  socket?: string;
+  /** Supervised: the session name; default `sessionNameFromMountpoint(mountpoint)`. */
+  name?: string;
 }
 
 /** A bad argument or environment, reported as one line with a non-zero exit. */
 export class UsageError extends Error {}
 
-/** Checks the arguments before anything is opened or mounted. */
-export function validateMirrorArgs(sourceArg: string, mountpointArg: string): { source: string; mountpoint: string } {
+/**
+ * Checks the arguments before anything is opened or mounted. Supervised, the mountpoint may
+ * already be mounted (a session to resume) and is not touched: a stat of a mounted FUSE
+ * directory would wait for the daemon that is about to serve it. It is made absolute, with
+ * its parent's symlinks resolved, as the supervisor and /proc/self/mountinfo spell it.
+ */
+export function validateMirrorArgs(sourceArg: string, mountpointArg: string, opts: { supervised?: boolean } = {}): { source: string; mountpoint: string } {
   let source: string;
   try {
     source = realpathSync(sourceArg);
@@ -34,61 +57,144 @@ export function validateMirrorArgs(sourceArg: string, mountpointArg: string): { 
     throw new UsageError(`source ${sourceArg} does not exist`);
   }
   if (!statSync(source).isDirectory()) throw new UsageError(`source ${sourceArg} is not a directory`);
-  const mountpoint = resolve(mountpointArg);
-  let st;
-  try {
-    st = statSync(mountpoint);
-  } catch {
-    throw new UsageError(`mountpoint ${mountpointArg} does not exist`);
+  let mountpoint = resolve(mountpointArg);
+  if (opts.supervised && mountpoint !== '/') {
+    try {
+      mountpoint = join(realpathSync(dirname(mountpoint)), basename(mountpoint));
+    } catch {
+      throw new UsageError(`mountpoint ${mountpointArg} does not exist`);
+    }
   }
-  if (!st.isDirectory()) throw new UsageError(`mountpoint ${mountpointArg} is not a directory`);
-  if (findMount(mountpoint)) throw new UsageError(`mountpoint ${mountpointArg} is busy: something is already mounted there`);
+  const mounted = findMount(mountpoint) !== undefined;
+  if (!(opts.supervised && mounted)) {
+    let st;
+    try {
+      st = statSync(mountpoint);
+    } catch {
+      throw new UsageError(`mountpoint ${mountpointArg} does not exist`);
+    }
+    if (!st.isDirectory()) throw new UsageError(`mountpoint ${mountpointArg} is not a directory`);
+  }
+  if (!opts.supervised && mounted) throw new UsageError(`mountpoint ${mountpointArg} is busy: something is already mounted there`);
   if (mountpoint === source || mountpoint.startsWith(`${source}/`)) throw new UsageError(`mountpoint ${mountpointArg} is inside the source; mirroring it would recurse`);
-  if (!hasCapSysAdmin()) throw new UsageError('mounting needs root or CAP_SYS_ADMIN');
+  // Supervised, the supervisor mounts; without CAP_SYS_ADMIN the kernel refuses backing
+  // files and reads and writes go through the daemon.
+  if (!opts.supervised && !hasCapSysAdmin()) throw new UsageError('mounting needs root or CAP_SYS_ADMIN');
   return { source, mountpoint };
 }
 
-/** Mounts and serves; resolves with the exit status once unmounted. */
+/** What mirrorfs asks for in INIT. */
+function initWanted(passthrough: boolean): InitWanted {
+  return {
+    flags:
+      (passthrough ? InitFlags.PASSTHROUGH : 0n) |
+      InitFlags.HAS_RESEND |
+      InitFlags.ASYNC_READ |
+      InitFlags.PARALLEL_DIROPS |
+      InitFlags.DO_READDIRPLUS |
+      InitFlags.READDIRPLUS_AUTO |
+      InitFlags.BIG_WRITES |
+      InitFlags.ATOMIC_O_TRUNC |
+      InitFlags.EXPORT_SUPPORT |
+      InitFlags.HANDLE_KILLPRIV_V2 |
+      InitFlags.SETXATTR_EXT,
+    maxWrite: 1024 * 1024,
+  };
+}
+
+/** How the mount of a supervised mirrorfs session is set up. */
+export function mirrorMountSpec(opts: Pick<MirrorRunOptions, 'mountpoint' | 'allowOther'>): MountSpec {
+  return {
+    mountpoint: opts.mountpoint,
+    fsName: 'mirrorfs',
+    subtype: 'mirrorfs',
+    rootMode: 0o40755,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    allowOther: opts.allowOther,
+    defaultPermissions: true,
+    readOnly: false,
+    maxRead: 0,
+  };
+}
+
+interface ServeParams {
+  fd: number;
+  mirror: MirrorFs;
+  opts: MirrorRunOptions;
+  /** Resume, link, checkpoint, replay hook: what the supervised mode adds. */
+  server?: Pick<FuseServerOptions, 'resume' | 'link' | 'checkpoint' | 'onReplayed'>;
+  /** Journal hooks for the backing table made once INIT grants passthrough. */
+  backingHooks?: BackingHooks;
+  /** SIGINT/SIGTERM. */
+  onSignal(server: FuseServer): void;
+  /** The server is reading. */
+  started?(server: FuseServer): void;
+}
+
+/** Serves until the loop ends; then waits for in-flight requests and closes the handles' fds. */
+async function serveMirror(p: ServeParams): Promise<{ server: FuseServer; reason: StopReason }> {
+  const { fd, mirror, opts } = p;
+  const server = new FuseServer(fd, mirror, {
+    ...p.server,
+    init: initWanted(opts.passthrough),
+    debug: opts.debug,
+    log: opts.log,
+    onInit: (init: SessionInit) => {
+      if (init.passthrough && !mirror.hasBacking) mirror.setBacking(new BackingTable(fd, true, p.backingHooks, opts.log));
+      opts.log.info({ event: 'mirrorfs.ready', source: opts.source, mountpoint: opts.mountpoint, passthrough: init.passthrough }, 'mirrorfs serving');
+    },
+  });
+  const writeStats = (): void => {
+    if (opts.statsFile) writeFileSync(opts.statsFile, `${JSON.stringify({ ...mirror.stats, requests: server.requests, nodes: mirror.nodes.size, openHandles: mirror.openHandles })}\n`);
+  };
+  const onSignal = (): void => p.onSignal(server);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGUSR2', writeStats);
+  try {
+    server.start();
+    p.started?.(server);
+    const reason = await server.done;
+    await server.idle();
+    await mirror.closeAll();
+    writeStats();
+    return { server, reason };
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGUSR2', writeStats);
+  }
+}
+
+/** Runs mirrorfs standalone or, with `opts.socket`, supervised; resolves with the exit status. */
 export async function runMirror(opts: MirrorRunOptions): Promise<number> {
+  return opts.socket === undefined ? runStandalone(opts) : runSupervised(opts, opts.socket);
+}
+
+/** Mounts and serves; resolves with the exit status once unmounted. */
+async function runStandalone(opts: MirrorRunOptions): Promise<number> {
   const mirror = await MirrorFs.create({ source: opts.source, backing: null });
   const fd = openFuseDevice();
   let mounted = false;
   try {
     mountFuse(fd, { mountpoint: opts.mountpoint, fsName: 'mirrorfs', subtype: 'mirrorfs', allowOther: opts.allowOther, defaultPermissions: true });
     mounted = true;
-    const server = new FuseServer(fd, mirror, {
-      init: { flags: (opts.passthrough ? InitFlags.PASSTHROUGH : 0n) | InitFlags.HAS_RESEND | InitFlags.ASYNC_READ | InitFlags.PARALLEL_DIROPS | InitFlags.DO_READDIRPLUS | InitFlags.READDIRPLUS_AUTO | InitFlags.BIG_WRITES | InitFlags.ATOMIC_O_TRUNC | InitFlags.EXPORT_SUPPORT | InitFlags.HANDLE_KILLPRIV_V2 | InitFlags.SETXATTR_EXT, maxWrite: 1024 * 1024 },
-      debug: opts.debug,
-      log: opts.log,
-      onInit: (init) => {
-        if (init.passthrough) mirror.setBacking(new BackingTable(fd, true, {}, opts.log));
-        opts.log.info({ event: 'mirrorfs.ready', source: opts.source, mountpoint: opts.mountpoint, passthrough: init.passthrough }, 'mirrorfs serving');
+    const { reason } = await serveMirror({
+      fd,
+      mirror,
+      opts,
+      onSignal: (server) => {
+        try {
+          unmountFuse(opts.mountpoint);
+        } catch {
+          unmountFuse(opts.mountpoint, true);
+        }
+        mounted = false;
+        server.stop('stopped');
       },
     });
-    const writeStats = (): void => {
-      if (opts.statsFile) writeFileSync(opts.statsFile, `${JSON.stringify({ ...mirror.stats, requests: server.requests, nodes: mirror.nodes.size, openHandles: mirror.openHandles })}\n`);
-    };
-    const onSignal = (): void => {
-      try {
-        unmountFuse(opts.mountpoint);
-      } catch {
-        unmountFuse(opts.mountpoint, true);
-      }
-      mounted = false;
-      server.stop('stopped');
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    process.on('SIGUSR2', writeStats);
-    server.start();
-    const reason = await server.done;
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('SIGUSR2', writeStats);
     if (reason === 'unmounted') mounted = findMount(opts.mountpoint) !== undefined;
-    await server.idle();
-    await mirror.closeAll();
-    writeStats();
     return reason === 'error' ? 1 : 0;
   } finally {
     if (mounted) {
@@ -100,4 +206,78 @@ export async function runMirror(opts: MirrorRunOptions): Promise<number> {
     }
     closeFd(fd);
   }
+}
+
+/** Acquires the session from the supervisor and serves it; never unmounts. */
+async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<number> {
+  const name = opts.name ?? sessionNameFromMountpoint(opts.mountpoint);
+  let client: SupervisorClient;
+  try {
+    client = await connectSupervisor({ socket, clientName: `fusekeeper-mirrorfs[${process.pid}]`, log: opts.log });
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') throw new UsageError(`no supervisor is listening on ${socket} (start one with \`fusekeeper serve\`)`);
+    throw err;
+  }
+  try {
+    const session = await client.acquire(name, mirrorMountSpec(opts));
+    try {
+      return await serveSession(client, session, opts);
+    } finally {
+      closeFd(session.fd);
+    }
+  } finally {
+    // Disconnecting is how an owner leaves: the supervisor keeps the session mounted.
+    client.close();
+  }
+}
+
+async function serveSession(client: SupervisorClient, session: AcquiredSession & SessionLink, opts: MirrorRunOptions): Promise<number> {
+  const { fd, resumed } = session;
+  // Resumed without saved INIT parameters: the previous owner died before answering INIT,
+  // so the kernel sends it (again) and it is answered as on a fresh connection.
+  const init = resumed && session.init ? decodeSessionInit(session.init) : undefined;
+  const mirror = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: session, previous: resumed ? readCheckpoint(session.checkpoint) : undefined } });
+  const backingHooks = journalHooks(session);
+  opts.log.info(
+    { event: 'mirrorfs.session', name: session.name, generation: session.generation, resumed, strategy: session.strategy, ...(mirror.restored ? { restored: mirror.restored } : {}) },
+    resumed ? 'resuming the session of a previous daemon' : 'fresh session',
+  );
+  if (resumed) {
+    // Journaled ids are adopted before serving: until ADOPTED the supervisor may still be
+    // probing for unreported ids, and any id opened meanwhile would be closed.
+    const backing = init?.passthrough ? new BackingTable(fd, true, backingHooks, opts.log) : null;
+    const adopted = backing && session.strategy === 'journal' ? backing.adoptJournal(session.journal, (dev, ino) => mirror.restoredBackingRefs(dev, ino)) : [];
+    mirror.setBacking(backing);
+    if (session.strategy === 'journal') {
+      const { closed, probed } = await session.adopt(adopted.map((e) => e.id));
+      opts.log.info({ event: 'mirrorfs.adopted', adopted: adopted.length, closed, probed }, 'backing ids adopted');
+    }
+  }
+  // A planned hand-over: stop reading, answer what was read, then say DRAINED and exit.
+  let draining = false;
+  let server: FuseServer | undefined;
+  client.onDrainRequest(() => {
+    draining = true;
+    server?.stop('stopped');
+  });
+  const { reason } = await serveMirror({
+    fd,
+    mirror,
+    opts,
+    server: { resume: init, link: session, checkpoint: resumed ? session.checkpoint : undefined, onReplayed: mirror.replayed },
+    backingHooks,
+    started: (s) => {
+      server = s;
+      if (draining) s.stop('stopped');
+    },
+    // Stop serving; the session stays mounted for the next daemon.
+    onSignal: (s) => s.stop('stopped'),
+  });
+  if (draining) {
+    // Every request read is answered and its state sent: the next owner can take over.
+    client.drained();
+    opts.log.info({ event: 'mirrorfs.drained', name: session.name }, 'drained; exiting for the next daemon');
+  }
+  return reason === 'error' ? 1 : 0;
 }

@@ -1,0 +1,298 @@
+// The supervisor and its peers as real processes, for supervisor.test.ts and
+// bench/handover.ts: `fusekeeper serve` on a socket in a temp dir (the compiled CLI, like a
+// user runs it: build first with `npm run prepare`), owner helpers as children, the CLI, and
+// wait-until polling. Everything started here is killed by pid, never by name.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findMount, parseMountInfo, unmountFuse } from '../../../kernel/mount.ts';
+import type { MountSpec } from '../../../protocol/index.ts';
+import type { OwnerPlan, OwnerReport } from './owner.ts';
+
+export const ROOT = new URL('../../../', import.meta.url).pathname.replace(/\/$/, '');
+/** The CLI under test; FUSEKEEPER_TEST_CLI points the tests at another build of it. */
+export const CLI = process.env.FUSEKEEPER_TEST_CLI ?? join(ROOT, 'bin/fusekeeper.js');
+export const OWNER = join(ROOT, 'test/kernel/helpers/owner.ts');
+export const FOREIGN_PEER = join(ROOT, 'test/kernel/helpers/foreign-peer.ts');
+
+/** Polls `check` until it returns a truthy value; throws after `timeoutMs` saying what was awaited. */
+export async function waitUntil<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 10): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v as NonNullable<T>;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A temp dir (world-traversable, so peers of other uids reach the socket) with `mnt`. */
+export function tempDir(prefix = 'fusekeeper-sup-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+/** A mount spec for `mountpoint` as root, like a daemon would ask for it. */
+export function mountSpec(mountpoint: string, overrides: Partial<MountSpec> = {}): MountSpec {
+  return { mountpoint, fsName: 'fusekeeper-test', subtype: 'suptest', rootMode: 0o40755, uid: 0, gid: 0, allowOther: false, defaultPermissions: false, readOnly: false, maxRead: 0, ...overrides };
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+function exitOf(child: ChildProcess): Promise<Exit> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+/** Lines of a child's output stream, and a way to wait for one. */
+class Lines {
+  readonly all: string[] = [];
+  #partial = '';
+  #waiters: (() => void)[] = [];
+  push(chunk: string): void {
+    const parts = (this.#partial + chunk).split('\n');
+    this.#partial = parts.pop()!;
+    if (parts.length === 0) return;
+    this.all.push(...parts);
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  /** Resolves with the first line (from the start) that `match` accepts. */
+  async find<T>(match: (line: string) => T | undefined, what: string, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let seen = 0;
+    for (;;) {
+      for (; seen < this.all.length; seen++) {
+        const v = match(this.all[seen]!);
+        if (v !== undefined) return v;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; output so far:\n${this.all.slice(-30).join('\n')}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+}
+
+function parseJson(line: string): Record<string, unknown> | undefined {
+  if (!line.startsWith('{')) return undefined;
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One structured log line of the supervisor (pino). */
+export type LogEvent = Record<string, unknown> & { event?: string; time?: number };
+
+export interface SupervisorProcess {
+  dir: string;
+  socket: string;
+  pid: number;
+  child: ChildProcess;
+  /** Every JSON line the supervisor (and the daemons it started, which inherit its stdout) printed. */
+  events(): LogEvent[];
+  /** Waits for a log event named `event` (and matching `where`), from the start of the log. */
+  waitEvent(event: string, where?: (e: LogEvent) => boolean, timeoutMs?: number): Promise<LogEvent>;
+  stderr(): string;
+  /** The supervisor's fds and their targets (/proc/<pid>/fd), runtime-internal ones excepted. */
+  fds(): Map<number, string>;
+  /** SIGTERM and wait for the exit. */
+  stop(): Promise<Exit>;
+  /** Kills it if still running, lazily unmounts anything left under `dir`, removes `dir`. */
+  cleanup(): Promise<void>;
+}
+
+const RUNTIME_FD = /^anon_inode:\[(eventpoll|eventfd|timerfd|io_uring)\]$/;
+
+/** `fd -> target` of process `pid`, runtime-internal fds excepted. */
+export function processFds(pid: number): Map<number, string> {
+  const fds = new Map<number, string>();
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = readlinkSync(`/proc/${pid}/fd/${name}`);
+      if (!RUNTIME_FD.test(target)) fds.set(Number(name), target);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return fds;
+}
+
+/** Lazily unmounts every mount under `dir` (innermost first). */
+export function unmountUnder(dir: string): string[] {
+  const mine = parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))
+    .map((m) => m.mountpoint)
+    .filter((p) => p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of mine) {
+    try {
+      unmountFuse(p, true);
+    } catch {
+      // already gone
+    }
+  }
+  return mine;
+}
+
+
+/**
+ * This process's environment without what would make a test supervisor talk to a real
+ * systemd, take fds it was not meant to, or save state somewhere shared.
+ */
+function hermeticEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) {
+    if (/^(NOTIFY_SOCKET|LISTEN_(PID|FDS|FDNAMES)|WATCHDOG_(PID|USEC)|RUNTIME_DIRECTORY|FUSEKEEPER_.*)$/.test(k)) delete env[k];
+  }
+  return env;
+}
+
+/**
+ * Starts `fusekeeper serve --socket <dir>/control.sock [--config <dir>/config.json]` and
+ * waits until it listens. `config` is written as JSON (without `socket`: the flag sets it).
+ */
+export async function startSupervisor(opts: { config?: Record<string, unknown>; dir?: string; env?: Record<string, string> } = {}): Promise<SupervisorProcess> {
+  const dir = opts.dir ?? tempDir();
+  const socket = join(dir, 'control.sock');
+  const args = [CLI, 'serve', '--socket', socket];
+  if (opts.config) {
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify(opts.config));
+    args.push('--config', file);
+  }
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...hermeticEnv(), ...opts.env } });
+  const out = new Lines();
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => out.push(c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exit = exitOf(child);
+  const events = (): LogEvent[] => out.all.map(parseJson).filter((e): e is LogEvent => e !== undefined);
+  const sup: SupervisorProcess = {
+    dir,
+    socket,
+    pid: child.pid!,
+    child,
+    events,
+    waitEvent: (event, where = () => true, timeoutMs = 15_000) =>
+      out.find(
+        (l) => {
+          const e = parseJson(l);
+          return e && e.event === event && where(e) ? e : undefined;
+        },
+        `supervisor log event ${event}`,
+        timeoutMs,
+      ),
+    stderr: () => err,
+    fds: () => processFds(child.pid!),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exit;
+    },
+    async cleanup() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exit;
+        clearTimeout(t);
+      }
+      unmountUnder(dir);
+      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  const started = await Promise.race([
+    sup.waitEvent('supervisor.listening', undefined, 30_000).then(() => true),
+    exit.then(() => false),
+  ]);
+  if (!started) throw new Error(`fusekeeper serve exited before listening: ${err}${out.all.join('\n')}`);
+  return sup;
+}
+
+export interface OwnerProcess {
+  child: ChildProcess;
+  pid: number;
+  /** Resolves with the helper's JSON line once it owns the session. */
+  report: Promise<OwnerReport>;
+  exit: Promise<Exit>;
+  stderr(): string;
+  /** Sends `signal` unless it has exited; resolves once it has, for SIGKILL. */
+  kill(signal?: NodeJS.Signals): Promise<Exit>;
+}
+
+/** Starts test/kernel/helpers/owner.ts with `plan`. */
+export function spawnOwner(plan: OwnerPlan): OwnerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', OWNER, JSON.stringify(plan)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = new Lines();
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => out.push(c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exit = exitOf(child);
+  const report = Promise.race([
+    out.find((l) => parseJson(l) as OwnerReport | undefined, 'the owner helper to acquire', 30_000),
+    exit.then((e) => {
+      throw new Error(`owner helper exited (${e.signal ?? e.code}) before acquiring: ${err}`);
+    }),
+  ]);
+  report.catch(() => {});
+  return {
+    child,
+    pid: child.pid!,
+    report,
+    exit,
+    stderr: () => err,
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exit;
+    },
+  };
+}
+
+/** Runs the compiled CLI; resolves with its status and output (never rejects on a non-zero exit). */
+export function runCli(args: string[], opts: { timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`fusekeeper ${args.join(' ')} did not finish within ${opts.timeoutMs ?? 30_000} ms: ${stdout}${stderr}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A session dir `<parent>/<name>` with `mnt` and, optionally, backing files `b0..bn-1`. */
+export function sessionDir(parent: string, name: string, backingFiles = 0): { dir: string; mountpoint: string; files: string[] } {
+  const dir = join(parent, name);
+  mkdirSync(join(dir, 'mnt'), { recursive: true });
+  const files = Array.from({ length: backingFiles }, (_, i) => {
+    const f = join(dir, `b${i}`);
+    writeFileSync(f, `backing ${i}\n`);
+    return f;
+  });
+  return { dir, mountpoint: join(dir, 'mnt'), files };
+}
+
+export { findMount };
