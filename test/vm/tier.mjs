@@ -23,6 +23,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const GUEST_TESTS = [
   'test/vm/guest/doctor.test.ts',
   'test/vm/guest/backing.test.ts',
+  // The supervisor's crash/recovery scenarios, on each strategy.
+  'test/kernel/recovery.test.ts',
 ];
 
 /** Per-kernel time limit for boot + all guest tests. */
