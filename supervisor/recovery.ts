@@ -2,6 +2,7 @@
 // owner, clean backing ids, replay in-flight requests. The order matters: two readers on one
 // connection corrupt it, and probing for unreported ids is only safe while nobody can
 // allocate new ones.
+import { readFileSync } from 'node:fs';
 import { pidfdSendSignal, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
 import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
@@ -27,7 +28,9 @@ export class RecoveryError extends Error {
  */
 export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boolean> {
   if (owner.exited) return false;
-  let killed = true;
+  // A crashed owner's socket reaches EOF before its pidfd turns readable: it is dying, not
+  // hung. SIGKILL is harmless then, but it was not a fence.
+  let killed = !isExiting(owner.pid);
   try {
     pidfdSendSignal(owner.pidfd, 'SIGKILL');
   } catch (err) {
@@ -43,6 +46,25 @@ export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boole
     throw new RecoveryError('fence', `owner ${owner.pid} did not exit within ${timeoutMs} ms of SIGKILL`);
   }
   return killed;
+}
+
+/** PF_EXITING in the kernel's flags word of the process (field 9 of /proc/<pid>/stat). */
+const PF_EXITING = 0x4;
+
+/**
+ * Whether process `pid` is already exiting (or gone). Only asked while its pidfd has not
+ * reported the exit, so the pid still names the owner.
+ */
+function isExiting(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
+  }
+  // After "pid (comm) ": state, ppid, pgrp, session, tty_nr, tpgid, flags.
+  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+  return (flags & PF_EXITING) !== 0;
 }
 
 /**
