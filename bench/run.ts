@@ -4,6 +4,8 @@ const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   passthrough: () => import('./passthrough.ts'),
   metadata: () => import('./metadata.ts'),
   journal: () => import('./journal.ts'),
+  fuzz: () => import('./fuzz.ts'),
+  handover: () => import('./handover.ts'),
 };
 const names = process.argv.slice(2);
 if (names.length === 0 || names.some((n) => !benches[n])) {

@@ -237,13 +237,23 @@ export class SupervisorClient {
 
   #own(session: ClientSession): void {
     this.#session = session;
+    this.#registered = true;
     this.#startHeartbeat();
   }
 
   #disown(): void {
     this.#session = null;
+    this.#registered = false;
     this.#stopHeartbeat();
   }
+
+  /**
+   * The current link owns the session (ACQUIRE/STORE answered). One-way session frames are
+   * sent only then: on a fresh link before the re-registering STORE is answered, the
+   * supervisor would take them for frames of a connection that owns nothing (EPROTO and a
+   * disconnect); they are kept in the session's state copy and re-sent after STORED.
+   */
+  #registered = false;
 
   #startHeartbeat(): void {
     this.#stopHeartbeat();
@@ -299,9 +309,9 @@ export class SupervisorClient {
     this.#sendFrame(link, encodeMessage(msg, id), fd === undefined ? [] : [fd]);
   }
 
-  /** One-way frames: dropped while disconnected (the session's state copy covers them). */
+  /** One-way frames: dropped while disconnected or not registered (the session's state copy covers them). */
   #oneWay(frame: Buffer): void {
-    if (this.#link) this.#sendFrame(this.#link, frame, []);
+    if (this.#link && this.#registered) this.#sendFrame(this.#link, frame, []);
   }
 
   /**
@@ -362,6 +372,7 @@ export class SupervisorClient {
     const link = this.#link;
     if (!link) return;
     this.#link = null;
+    this.#registered = false;
     link.poll.close();
     closeFd(link.fd);
     const error = err instanceof SupervisorError ? err : new SupervisorError('ECONNRESET', 104, err.message);
@@ -395,6 +406,7 @@ export class SupervisorClient {
       if (s) {
         const reply = await this.#request({ type: 'store', name: s.name, mount: s.mount }, s.fd);
         if (reply.type !== 'stored') throw this.#unexpected(reply);
+        this.#registered = true;
         s.resendState();
         this.#startHeartbeat();
       }
@@ -406,6 +418,8 @@ export class SupervisorClient {
         this.#opts.log.error({ event: 'supervisor.session_taken', session: this.#session?.name }, `the supervisor kept session ${this.#session?.name}; serving unsupervised`);
         return;
       }
+      // A link that broke meanwhile has already scheduled the next attempt: one chain only.
+      if (this.#reconnectTimer !== null || this.#closed) return;
       this.#dropLink(e);
       this.#scheduleReconnect(Math.min(2000, delayMs * 2));
     }

@@ -134,3 +134,52 @@ export function ioctl(fd: number, request: number, arg: Buffer | number): number
   if (r < 0) throw new NativeError('ioctl', lastErrno(), `0x${request.toString(16)} on fd ${fd}`);
   return r;
 }
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/**
+ * Sets FD_CLOEXEC on `fd` (for fds inherited without it, e.g. systemd's LISTEN_FDS, which
+ * would otherwise leak into every child process). Throws `NativeError`.
+ */
+export function setCloseOnExec(fd: number): void {
+  const flags = sys.fcntl(fd, F_GETFD, 'int', 0) as number;
+  if (flags < 0) throw new NativeError('fcntl(F_GETFD)', lastErrno(), String(fd));
+  if ((flags & FD_CLOEXEC) === 0 && (sys.fcntl(fd, F_SETFD, 'int', flags | FD_CLOEXEC) as number) < 0) {
+    throw new NativeError('fcntl(F_SETFD)', lastErrno(), String(fd));
+  }
+}
+
+const SYS_kcmp = 312;
+const KCMP_FILE = 0;
+
+/**
+ * Whether two fds of this process refer to the same open file description (kcmp(2)
+ * KCMP_FILE): true for dup()s and for an fd received over SCM_RIGHTS from a process that
+ * got it from here, false for two separate open()s of the same file. Throws `NativeError`
+ * (`ENOSYS` on a kernel without CONFIG_KCMP, `EBADF`).
+ */
+export function sameOpenFile(fdA: number, fdB: number): boolean {
+  const r = Number(sys.syscall(SYS_kcmp, 'long', process.pid, 'long', process.pid, 'long', KCMP_FILE, 'long', fdA, 'long', fdB));
+  if (r < 0) throw new NativeError('kcmp', lastErrno(), `${fdA} ${fdB}`);
+  return r === 0;
+}
+
+/** poll(2) event bits. */
+export const POLL = { IN: 0x001, OUT: 0x004, ERR: 0x008, HUP: 0x010, NVAL: 0x020 } as const;
+
+/**
+ * The poll(2) events `fd` reports right now (no waiting), e.g. `POLL.ERR` for a /dev/fuse
+ * fd whose connection is gone. `POLL.NVAL` for a closed fd. Throws `NativeError`.
+ */
+export function pollNow(fd: number, events: number = POLL.IN | POLL.OUT): number {
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(events, 4);
+  for (;;) {
+    const n = sys.poll(pfd, 1, 0) as number;
+    if (n >= 0) return n === 0 ? 0 : pfd.readUInt16LE(6);
+    if (lastErrno() !== 4 /* EINTR */) throw new NativeError('poll', lastErrno());
+  }
+}

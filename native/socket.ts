@@ -276,3 +276,34 @@ export function waitWritableSync(fd: number, timeoutMs: number): boolean {
 export function shutdownSocket(fd: number): void {
   sys.shutdown(fd, 2);
 }
+
+const SO_TYPE = 3;
+const SO_ACCEPTCONN = 30;
+const SO_DOMAIN = 39;
+
+/** What kind of socket `fd` is: for checking fds inherited from systemd (LISTEN_FDS). */
+export interface SocketInfo {
+  /** `unix` for AF_UNIX, otherwise the address family number. */
+  family: 'unix' | number;
+  kind: SocketKind | 'stream' | number;
+  /** listen(2) was called on it. */
+  listening: boolean;
+}
+
+function intOption(fd: number, name: number): number {
+  const buf = Buffer.alloc(4);
+  const len = [4];
+  if (sys.getsockopt(fd, SOL_SOCKET, name, buf, len) !== 0) throw new NativeError('getsockopt', lastErrno(), String(fd));
+  return buf.readInt32LE(0);
+}
+
+/** Family, type and listening state of socket `fd`. Throws `NativeError` (`ENOTSOCK`, `EBADF`). */
+export function socketInfo(fd: number): SocketInfo {
+  const family = intOption(fd, SO_DOMAIN);
+  const type = intOption(fd, SO_TYPE);
+  return {
+    family: family === AF_UNIX ? 'unix' : family,
+    kind: type === SOCK_SEQPACKET ? 'seqpacket' : type === SOCK_DGRAM ? 'dgram' : type === 1 ? 'stream' : type,
+    listening: intOption(fd, SO_ACCEPTCONN) !== 0,
+  };
+}

@@ -8,6 +8,11 @@ packages=(
   fio             # test/kernel/mirrorfs.test.ts: fio --verify=crc32c through the mount
   attr            # setfattr/getfattr, and cp -a copying xattrs, through the mount
   fuse-overlayfs  # bench/metadata.ts compares mirrorfs with it (pulls in fuse3)
+  systemd         # the systemd tier: /lib/systemd/systemd --user, systemctl, systemd-analyze
+  util-linux      # the systemd tier runs under `unshare --mount`
+  coreutils       # mkfifo, cat (the systemd tier's log FIFO)
+  stress-ng       # bench/chaos.ts: file stressors (hdd, dir, rename, ...) through the mount during crashes
+  fsmark          # bench/chaos.ts: fs_mark create/fsync/unlink load through the mount during crashes
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@ import { DEFAULT_CONFIG, loadConfig, type SupervisorConfig } from './config.ts';
 import { Supervisor, type KernelCaps } from './server.ts';
 import { DaemonManager } from './daemons.ts';
 import { noMetrics, startMetricsServer } from './metrics.ts';
+import { ServiceIntegration } from './service.ts';
 
 export interface ServeOptions {
   configFile?: string;
@@ -39,6 +40,8 @@ export async function probeKernel(): Promise<{ caps: KernelCaps; problems: strin
 export async function serve(opts: ServeOptions): Promise<number> {
   const config = resolveConfig(opts);
   const log = opts.log ?? createLogger();
+  // First: take the fds systemd passed (and clear LISTEN_* before anything spawns children).
+  const service = new ServiceIntegration({ log });
   const { caps, problems } = await probeKernel();
   if (problems.length > 0) {
     for (const p of problems) log.error({ event: 'supervisor.kernel_problem' }, p);
@@ -48,7 +51,8 @@ export async function serve(opts: ServeOptions): Promise<number> {
   }
   const metricsServer = config.metrics ? await startMetricsServer(config.metrics, log) : null;
   const supervisor = new Supervisor({ config, kernel: caps, version: opts.version, log, metrics: metricsServer?.metrics ?? noMetrics });
-  supervisor.start();
+  service.attach(supervisor);
+  supervisor.start(service.controlFd());
   const daemons = new DaemonManager(config.socket, config.daemons, log, (d) => {
     if (d.onGiveUp === 'abort') supervisor.abortSession(d.name, `daemon crashed more than ${d.crashLoopCount} times in ${d.crashLoopWindowMs} ms`);
   });
@@ -59,15 +63,61 @@ export async function serve(opts: ServeOptions): Promise<number> {
   };
   process.on('uncaughtException', onFault);
   process.on('unhandledRejection', onFault);
+  const onHangup = (): void => reload(supervisor, opts, service, log);
+  process.on('SIGHUP', onHangup);
+  // SIGUSR2 (`systemctl kill -s SIGUSR2 fusekeeper`): a planned restart, e.g. after an upgrade.
+  // Exits at once without releasing anything, exactly like a crash but with the state saved;
+  // systemd (Restart=always) starts the new binary, which takes the fds back from the store
+  // (a `systemctl restart` is a stop, and systemd 252 empties the fd store on a stop).
+  const onRestart = (): void => {
+    if (!service.notifier.enabled || !service.state) {
+      log.warn({ event: 'supervisor.restart_refused' }, 'SIGUSR2 restarts only under systemd with an fd store and a state directory; ignoring it');
+      return;
+    }
+    log.info({ event: 'supervisor.restarting' }, 'SIGUSR2: exiting for a restart; sessions stay mounted, their fds stay in the fd store');
+    service.restarting();
+    process.exit(0);
+  };
+  process.on('SIGUSR2', onRestart);
+  service.ready();
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
   log.info({ event: 'supervisor.stopping', signal }, `stopping on ${signal}`);
+  service.stopping();
+  process.off('SIGHUP', onHangup);
+  process.off('SIGUSR2', onRestart);
   await daemons.stop();
   supervisor.stop();
+  service.close();
   await metricsServer?.close();
   process.off('uncaughtException', onFault);
   process.off('unhandledRejection', onFault);
   return 0;
+}
+
+/**
+ * SIGHUP (`systemctl reload fusekeeper`): re-reads the configuration file and applies what can
+ * change while serving: allowed uids/gids and the timeouts. The socket, metrics address and
+ * managed daemons need a restart; a change to them is logged.
+ */
+function reload(supervisor: Supervisor, opts: ServeOptions, service: ServiceIntegration, log: Logger): void {
+  service.reloading();
+  try {
+    const next = resolveConfig(opts);
+    const cfg = supervisor.config;
+    cfg.allowedUids = next.allowedUids;
+    cfg.allowedGids = next.allowedGids;
+    cfg.heartbeatTimeoutMs = next.heartbeatTimeoutMs;
+    cfg.fenceTimeoutMs = next.fenceTimeoutMs;
+    cfg.drainTimeoutMs = next.drainTimeoutMs;
+    cfg.adoptTimeoutMs = next.adoptTimeoutMs;
+    const fixed: string[] = (['socket', 'metrics'] as const).filter((k) => next[k] !== cfg[k]);
+    if (JSON.stringify(next.daemons) !== JSON.stringify(cfg.daemons)) fixed.push('daemons');
+    log.info({ event: 'supervisor.reloaded', needsRestart: fixed }, fixed.length ? `configuration reloaded; ${fixed.join(', ')} change only with a restart` : 'configuration reloaded');
+  } catch (err) {
+    log.error({ event: 'supervisor.reload_failed', err: (err as Error).message }, `configuration not reloaded: ${(err as Error).message}`);
+  }
+  service.reloaded();
 }

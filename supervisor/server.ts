@@ -3,7 +3,7 @@
 // runs the recovery sequence (DESIGN.md section 3) when a new owner acquires an orphaned
 // session. Everything a peer sends is checked at the boundary; a bad peer gets an ERROR and,
 // for a malformed frame, a disconnect, and nothing it sent stays open here.
-import { lstatSync, mkdirSync, chmodSync, unlinkSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, chmodSync, unlinkSync, statSync, readlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   acceptConnection,
@@ -19,6 +19,8 @@ import {
   sendMessage,
   connectSocket,
   watchFd,
+  sameOpenFile,
+  setNonBlocking,
   NativeError,
   type PeerCredentials,
   type PollHandle,
@@ -53,6 +55,7 @@ import { silentLogger, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
 import type { Owner, Session, SessionStatus } from './session.ts';
+import type { PersistedSession } from './state.ts';
 
 /** What the kernel can do, probed once at start (`fusekeeper doctor` does the same). */
 export interface KernelCaps {
@@ -67,6 +70,32 @@ export interface SupervisorOptions {
   version: string;
   log?: Logger;
   metrics?: SupervisorMetrics;
+}
+
+/**
+ * Where the supervisor reports session lifecycle events, so that something outside it (the
+ * systemd integration, supervisor/service.ts) can keep fds and state safe across a restart
+ * of the supervisor itself. Hooks must not throw (errors are logged and ignored).
+ */
+export interface SessionHooks {
+  /** A session got its /dev/fuse fd (fresh ACQUIRE or STORE): `s.fd` is the supervisor's copy. */
+  added?(s: Session): void;
+  /**
+   * The session's persistent state changed. `urgent`: a hand-over, a new or re-attached owner
+   * (save now); otherwise a one-way state message on the hot path (save soon).
+   */
+  changed?(s: Session, urgent: boolean): void;
+  /** Released: unmounted and forgotten for good. */
+  released?(s: Session): void;
+}
+
+/** A session as a restarted supervisor takes it back (see `Supervisor.restoreSession`). */
+export interface RestoredSession {
+  saved: PersistedSession;
+  /** The session's /dev/fuse fd, from the fd store; owned by the supervisor from now on. */
+  fd: number;
+  /** The saved owner if it still runs (verified by the caller): a pidfd for it, owned by the supervisor from now on. */
+  owner: { pid: number; uid: number; pidfd: number } | null;
 }
 
 /** A refused request: answered with ERROR `code`, the connection stays up. */
@@ -144,6 +173,10 @@ export class Supervisor {
   readonly startedAt = Date.now();
   /** Called when a managed daemon's session should be aborted (give-up policy). */
   onSessionGone: ((name: string) => void) | null = null;
+  /** Session lifecycle hooks (fd store and saved state under systemd; see supervisor/service.ts). */
+  hooks: SessionHooks = {};
+  /** The control socket came from systemd (socket activation): not ours to unlink. */
+  #listenInherited = false;
 
   constructor(opts: SupervisorOptions) {
     this.config = opts.config;
@@ -159,25 +192,36 @@ export class Supervisor {
     return this.kernel.closeAll ? 'close-all' : 'journal';
   }
 
-  /** Binds and listens on the control socket. Throws with a clear message when it cannot. */
-  start(): void {
+  /**
+   * Binds and listens on the control socket, or serves `listenFd`, a listening SEQPACKET
+   * socket systemd passed (socket activation; it becomes the supervisor's and is never
+   * unlinked). Throws with a clear message when it cannot.
+   */
+  start(listenFd?: number): void {
     const address = this.config.socket;
-    if (!address.startsWith('@')) prepareSocketPath(address);
-    const fd = createSocket('seqpacket');
-    try {
-      bindSocket(fd, address);
-      if (!address.startsWith('@')) chmodSync(address, 0o666);
-      listenSocket(fd);
-    } catch (err) {
-      closeFd(fd);
-      throw err;
+    let fd: number;
+    if (listenFd !== undefined) {
+      setNonBlocking(listenFd, true);
+      fd = listenFd;
+      this.#listenInherited = true;
+    } else {
+      if (!address.startsWith('@')) prepareSocketPath(address);
+      fd = createSocket('seqpacket');
+      try {
+        bindSocket(fd, address);
+        if (!address.startsWith('@')) chmodSync(address, 0o666);
+        listenSocket(fd);
+      } catch (err) {
+        closeFd(fd);
+        throw err;
+      }
     }
     this.#listenFd = fd;
     this.#listenPoll = watchFd(fd, { readable: true }, () => this.#accept());
     const tick = Math.max(50, Math.min(5_000, Math.floor(this.config.heartbeatTimeoutMs / 2)));
     this.#watchdog = setInterval(() => this.#checkHeartbeats(), tick);
     this.#watchdog.unref();
-    this.#log.info({ event: 'supervisor.listening', socket: address, strategy: this.strategy, kernel: this.kernel }, `listening on ${address}`);
+    this.#log.info({ event: 'supervisor.listening', socket: address, inherited: this.#listenInherited, strategy: this.strategy, kernel: this.kernel }, `listening on ${address}${this.#listenInherited ? ' (socket from systemd)' : ''}`);
   }
 
   /**
@@ -194,7 +238,7 @@ export class Supervisor {
     if (this.#listenFd >= 0) {
       closeFd(this.#listenFd);
       this.#listenFd = -1;
-      if (!this.config.socket.startsWith('@')) {
+      if (!this.config.socket.startsWith('@') && !this.#listenInherited) {
         try {
           unlinkSync(this.config.socket);
         } catch {
@@ -203,7 +247,9 @@ export class Supervisor {
       }
     }
     for (const s of [...this.#sessions.values()]) {
-      if (this.#ownerLive(s)) {
+      // An owner process that still runs holds the connection, connected or not (a daemon
+      // reconnecting after a supervisor restart): its mount stays.
+      if (this.#ownerLive(s) || (s.owner !== null && !s.owner.exited)) {
         this.#log.info({ event: 'session.left_to_owner', session: s.name, owner: s.owner?.pid }, `leaving ${s.name} mounted: its owner still serves it`);
         this.#dropSession(s, 'supervisor stopping');
       } else {
@@ -275,6 +321,85 @@ export class Supervisor {
   }
 
   // ------------------------------------------------------------------------------------------
+  // Persistence (supervisor/service.ts): what a restarted supervisor needs, and taking it back
+
+  /** The state of session `name` to save (its fd is kept elsewhere), or null if there is none. */
+  snapshot(name: string, fdName: string, ownerStartTime: (o: Owner) => string | null): PersistedSession | null {
+    const s = this.#sessions.get(name);
+    if (!s) return null;
+    return {
+      name: s.name,
+      fdName,
+      spec: { ...s.spec },
+      connectionId: s.connectionId ?? null,
+      creatorUid: s.creatorUid,
+      generation: s.generation,
+      restarts: s.restarts,
+      handovers: s.handovers,
+      owner: s.owner ? { pid: s.owner.pid, uid: s.owner.uid, startTime: ownerStartTime(s.owner) } : null,
+      init: s.init,
+      journal: s.journal.entries(),
+      highestReported: s.journal.highestReported,
+      checkpoint: new Map(s.checkpoint),
+      lastRecovery: s.lastRecovery,
+      createdAt: s.createdAt,
+      savedAt: new Date().toISOString(),
+    };
+  }
+
+  /**
+   * Takes back a session a previous supervisor process saved, with its fd from systemd's fd
+   * store. Call before `start()`. It starts orphaned: its owner (if it still runs) re-attaches
+   * with STORE, or the next ACQUIRE recovers it (fencing that owner first). Throws if a
+   * session of that name or on that mountpoint exists; the fds stay the caller's then.
+   */
+  restoreSession(r: RestoredSession): Session {
+    const p = r.saved;
+    if (this.#sessions.has(p.name)) throw new Error(`session ${p.name} exists`);
+    if (this.#sessionOnMountpoint(p.spec.mountpoint)) throw new Error(`another session is on ${p.spec.mountpoint}`);
+    const s = this.#newSession(p.name, p.spec, r.fd, p.creatorUid, p.connectionId ?? connectionId(p.spec.mountpoint));
+    s.generation = p.generation;
+    s.restarts = p.restarts;
+    s.handovers = p.handovers;
+    s.init = p.init;
+    s.checkpoint = new Map(p.checkpoint);
+    for (const [k, v] of s.checkpoint) s.checkpointBytes += v.length + Buffer.byteLength(k);
+    s.journal = BackingJournal.from(p.journal, p.highestReported);
+    s.lastRecovery = p.lastRecovery;
+    s.createdAt = p.createdAt;
+    if (r.owner) {
+      const { pid, uid, pidfd } = r.owner;
+      let resolveExit!: () => void;
+      const exit = new Promise<void>((res) => (resolveExit = res));
+      const owner: Owner = { connection: null, pid, uid, pidfd, lastHeartbeat: Date.now(), exited: false, exit };
+      s.owner = owner;
+      s.resolveExit = resolveExit;
+      s.ownerWatch = watchFd(pidfd, { readable: true }, () => {
+        if (s.owner !== owner) return;
+        owner.exited = true;
+        s.ownerWatch?.close();
+        s.ownerWatch = null;
+        resolveExit();
+        this.#log.info({ event: 'owner.exited', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} exited`);
+        this.#gauges();
+        this.#serveStandby(s);
+      });
+    }
+    this.#gauges();
+    return s;
+  }
+
+  #hook<K extends keyof SessionHooks>(name: K, ...args: Parameters<NonNullable<SessionHooks[K]>>): void {
+    const fn = this.hooks[name] as ((...a: unknown[]) => void) | undefined;
+    if (!fn) return;
+    try {
+      fn.apply(this.hooks, args);
+    } catch (err) {
+      this.#log.error({ event: 'supervisor.hook_failed', hook: name, err: err instanceof Error ? err.stack : String(err) }, `session hook ${name} failed`);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
   // Connections
 
   #accept(): void {
@@ -315,6 +440,9 @@ export class Supervisor {
     try {
       r = receiveMessage(conn.fd, { maxBytes: MAX_MESSAGE, maxFds: 4 });
     } catch (err) {
+      // A peer that closed with replies unread makes the next recvmsg fail with ECONNRESET,
+      // once, ahead of the frames it sent before closing: read on, they and then EOF follow.
+      if (peerGone(err)) return true;
       this.#disconnect(conn, `recvmsg: ${(err as Error).message}`);
       return false;
     }
@@ -362,13 +490,8 @@ export class Supervisor {
     conn.out = [];
     closeFd(conn.fd);
     this.#conns.delete(conn.id);
-    for (const s of this.#sessions.values()) {
-      s.standbys = s.standbys.filter((w) => w.conn !== conn);
-      if (s.drain?.conn === conn) {
-        // The CLI that asked for the drain went away; the drain itself goes on.
-        s.drain.conn = conn;
-      }
-    }
+    // A CLI that asked for a drain may go away; the drain goes on and its reply is dropped.
+    for (const s of this.#sessions.values()) s.standbys = s.standbys.filter((w) => w.conn !== conn);
     const s = conn.session;
     conn.session = null;
     if (s?.owner?.connection === conn.id) {
@@ -388,7 +511,8 @@ export class Supervisor {
       try {
         if (sendMessage(conn.fd, { data, fds }) !== null) return;
       } catch (err) {
-        this.#disconnect(conn, `sendmsg: ${(err as Error).message}`);
+        // The peer is gone; frames it sent before going are still to be read (see #receiveOne).
+        if (!peerGone(err)) this.#disconnect(conn, `sendmsg: ${(err as Error).message}`);
         return;
       }
     }
@@ -412,7 +536,12 @@ export class Supervisor {
         try {
           sent = sendMessage(conn.fd, f);
         } catch (err) {
-          this.#disconnect(conn, `sendmsg: ${(err as Error).message}`);
+          if (peerGone(err)) {
+            for (const q of conn.out) closeAll(q.fds);
+            conn.out = [];
+          } else {
+            this.#disconnect(conn, `sendmsg: ${(err as Error).message}`);
+          }
           return;
         }
         if (sent === null) {
@@ -519,6 +648,7 @@ export class Supervisor {
       this.#protocolError(conn, new ProtocolError('EPROTO', 'bad sequence', `${msg.type.toUpperCase()} on a connection that owns no session`, requestId));
       return;
     }
+    if (msg.type !== 'heartbeat' && msg.type !== 'drained') this.#hook('changed', s, false);
     switch (msg.type) {
       case 'init_save':
         s.init = msg.params;
@@ -602,15 +732,59 @@ export class Supervisor {
     return undefined;
   }
 
+  /**
+   * The session whose mount looking up `path` would pass through, or undefined. A lookup inside
+   * a FUSE mount waits for its daemon; for a session whose owner died or hangs nobody answers,
+   * and stat(2)/mount(2) on this thread would stop the whole supervisor. So this resolves the
+   * path by hand (lstat, readlink) and stops before looking anything up at or below a session's
+   * mountpoint, spelled as given or as resolved. It does not look inside other FUSE mounts
+   * either (found in /proc/self/mountinfo, no stat): what to do about those is the caller's.
+   */
+  #sessionAlongPath(path: string): LiveSession | undefined {
+    const given = path.split('/').filter((c) => c !== '');
+    for (let i = 0; i <= given.length; i++) {
+      const s = this.#sessionOnMountpoint(`/${given.slice(0, i).join('/')}`);
+      if (s) return s;
+    }
+    const done: string[] = [];
+    const todo = [...given];
+    for (let hops = 0; todo.length > 0; ) {
+      const c = todo.shift()!;
+      if (c === '.') continue;
+      if (c === '..') {
+        done.pop();
+        continue;
+      }
+      done.push(c);
+      const p = `/${done.join('/')}`;
+      const s = this.#sessionOnMountpoint(p);
+      if (s) return s;
+      const m = findMount(p);
+      if (m && (m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))) return undefined;
+      let link: string;
+      try {
+        if (!lstatSync(p).isSymbolicLink()) continue;
+        link = readlinkSync(p);
+      } catch {
+        return undefined; // missing: the stat that follows reports it
+      }
+      if (++hops > 40) return undefined; // ELOOP, likewise
+      done.pop();
+      if (link.startsWith('/')) done.length = 0;
+      todo.unshift(...link.split('/').filter((x) => x !== ''));
+    }
+    return undefined;
+  }
+
   // ------------------------------------------------------------------------------------------
   // Sessions
 
-  #newSession(name: string, spec: MountSpec, fd: number, creatorUid: number): LiveSession {
+  #newSession(name: string, spec: MountSpec, fd: number, creatorUid: number, connId: number | undefined = connectionId(spec.mountpoint)): LiveSession {
     const s: LiveSession = {
       name,
       spec,
       fd,
-      connectionId: connectionId(spec.mountpoint),
+      connectionId: connId,
       generation: 1,
       creatorUid,
       owner: null,
@@ -713,6 +887,8 @@ export class Supervisor {
     const spec = msg.mount;
     if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
     if (this.#sessionOnMountpoint(spec.mountpoint)) throw new Refusal('EEXIST', `another session is mounted on ${spec.mountpoint}`);
+    const outer = this.#sessionAlongPath(spec.mountpoint);
+    if (outer) throw new Refusal('EINVAL', `mountpoint ${spec.mountpoint} lies inside session ${outer.name}'s mount on ${outer.spec.mountpoint}`);
     this.#checkMountAllowed(conn.peer, spec);
     if (findMount(spec.mountpoint)) throw new Refusal('EBUSY', `something is already mounted on ${spec.mountpoint}`);
     let fd: number;
@@ -741,6 +917,8 @@ export class Supervisor {
     }
     const s = this.#newSession(msg.name, spec, fd, conn.peer.uid);
     this.#setOwner(s, conn);
+    this.#hook('added', s);
+    this.#hook('changed', s, true);
     const frames = encodeAcquireSequence(requestId, {
       acquired: { type: 'acquired', generation: 1, resumed: false, strategy: this.strategy },
       initParams: null,
@@ -803,6 +981,7 @@ export class Supervisor {
       this.#sendSequence(conn, frames, s.fd);
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
+      this.#hook('changed', s, true);
       if (s.inherited) this.#armAdoptTimer(s);
       this.#metrics.recovery(cleanup.strategy, 'ok', durationUs / 1e6);
       this.#metrics.backingIds('probed', cleanup.probed);
@@ -815,7 +994,7 @@ export class Supervisor {
       conn.acquiring = false;
       this.#metrics.recovery(this.strategy, 'failed', Number(process.hrtime.bigint() - started) / 1e9);
       this.#log.error({ event: 'session.recovery_failed', session: s.name, err: (err as Error).message }, `recovery of ${s.name} failed: ${(err as Error).message}`);
-      this.#reply(conn, requestId, errorMessage(conn.closed ? 'EIO' : 'EIO', `recovery of ${s.name} failed: ${(err as Error).message}`));
+      this.#reply(conn, requestId, errorMessage('EIO', `recovery of ${s.name} failed: ${(err as Error).message}`));
     } finally {
       if (old) this.#drainedOwners.delete(old);
       s.recovering = false;
@@ -852,25 +1031,93 @@ export class Supervisor {
   }
 
   #store(conn: Conn, msg: MessageOf<'store'>, requestId: number, fd: number): void {
+    let existing: LiveSession | undefined;
     try {
       this.#requireDaemon(conn, 'STORE');
       if (classifyFd(fd) !== 'fuse-device') throw new Refusal('EBADF', 'the fd attached to STORE is not a /dev/fuse device (10:229)');
-      if (this.#sessions.has(msg.name)) throw new Refusal('EEXIST', `session ${msg.name} exists`);
-      if (this.#sessionOnMountpoint(msg.mount.mountpoint)) throw new Refusal('EEXIST', `another session is mounted on ${msg.mount.mountpoint}`);
-      if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
-      const m = findMount(msg.mount.mountpoint);
-      if (!m || !(m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))) throw new Refusal('EBADF', `no FUSE filesystem is mounted on ${msg.mount.mountpoint}`);
-      if (conn.peer.uid !== 0 && (msg.mount.uid !== conn.peer.uid || lstatSync(msg.mount.mountpoint).uid !== conn.peer.uid)) {
-        throw new Refusal('EACCES', `a peer of uid ${conn.peer.uid} may only store its own mounts`);
+      existing = this.#sessions.get(msg.name);
+      if (existing) {
+        this.#checkReattach(conn, existing, msg, fd);
+      } else {
+        if (this.#sessionOnMountpoint(msg.mount.mountpoint)) throw new Refusal('EEXIST', `another session is mounted on ${msg.mount.mountpoint}`);
+        if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
+        const m = findMount(msg.mount.mountpoint);
+        if (!m || !(m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))) throw new Refusal('EBADF', `no FUSE filesystem is mounted on ${msg.mount.mountpoint}`);
+        if (conn.peer.uid !== 0 && (msg.mount.uid !== conn.peer.uid || lstatSync(msg.mount.mountpoint).uid !== conn.peer.uid)) {
+          throw new Refusal('EACCES', `a peer of uid ${conn.peer.uid} may only store its own mounts`);
+        }
       }
     } catch (err) {
       closeFd(fd);
       throw err;
     }
+    if (existing) {
+      this.#reattach(conn, existing, requestId, fd);
+      return;
+    }
     const s = this.#newSession(msg.name, msg.mount, fd, conn.peer.uid);
     this.#setOwner(s, conn);
+    this.#hook('added', s);
+    this.#hook('changed', s, true);
     this.#reply(conn, requestId, { type: 'stored', generation: s.generation });
     this.#log.info({ event: 'session.stored', session: s.name, mountpoint: msg.mount.mountpoint, owner: conn.peer.pid, uid: conn.peer.uid }, `session ${s.name} stored by ${conn.peer.pid}`);
+  }
+
+  /**
+   * STORE of a session that exists: its owner re-registering (after a supervisor restart, or a
+   * broken connection), see docs/protocol.md. Allowed when the session has no live owner, the
+   * peer may use it, the spec matches, the fd is the very open file the supervisor holds
+   * (kcmp), and the peer is the recorded owner process (or the recorded owner has exited).
+   * Throws the refusal (EEXIST); `fd` stays the caller's.
+   */
+  #checkReattach(conn: Conn, s: LiveSession, msg: MessageOf<'store'>, fd: number): void {
+    if (s.recovering || s.drain || this.#ownerLive(s)) throw new Refusal('EEXIST', `session ${s.name} exists and has an owner`);
+    if (!this.#mayUse(conn.peer, s)) throw new Refusal('EEXIST', `session ${s.name} exists (it belongs to uid ${s.creatorUid})`);
+    if (!sameSpec(s.spec, msg.mount)) throw new Refusal('EEXIST', `session ${s.name} exists with another mount spec`);
+    const o = s.owner;
+    const ownerRuns = o !== null && !o.exited;
+    if (ownerRuns && o.pid !== conn.peer.pid) throw new Refusal('EEXIST', `session ${s.name} exists; its owner ${o.pid} still runs`);
+    let same: boolean;
+    try {
+      same = sameOpenFile(fd, s.fd);
+    } catch (err) {
+      // No kcmp (CONFIG_KCMP off): only the recorded owner process itself may re-attach.
+      if (!(err instanceof NativeError && err.code === 'ENOSYS')) throw err;
+      same = ownerRuns && o.pid === conn.peer.pid;
+    }
+    if (!same) throw new Refusal('EEXIST', `session ${s.name} exists on another FUSE connection`);
+  }
+
+  /**
+   * Re-attaches the STORE's peer as the owner of `s` (checked by #checkReattach): same
+   * generation; the checkpoint and journal are reset, since the owner re-sends its complete
+   * state next. Closes `fd` (the supervisor keeps its own copy of the same open file).
+   */
+  #reattach(conn: Conn, s: LiveSession, requestId: number, fd: number): void {
+    closeFd(fd);
+    const o = s.owner;
+    if (o && !o.exited && o.pid === conn.peer.pid) {
+      o.connection = conn.id;
+      o.lastHeartbeat = Date.now();
+      s.heartbeats = 0;
+      conn.session = s;
+    } else {
+      this.#forgetOwner(s);
+      this.#setOwner(s, conn);
+    }
+    // The owner re-sends INIT_SAVE, every checkpoint key and every live journal entry; what is
+    // here may be stale (saved before the restart). The highest reported id stays.
+    s.checkpoint.clear();
+    s.checkpointBytes = 0;
+    s.journal.clear();
+    if (s.adoptTimer) clearTimeout(s.adoptTimer);
+    s.adoptTimer = null;
+    s.inherited = null;
+    s.adopted = new Set();
+    this.#gauges();
+    this.#hook('changed', s, true);
+    this.#reply(conn, requestId, { type: 'stored', generation: s.generation });
+    this.#log.info({ event: 'session.reattached', session: s.name, owner: conn.peer.pid, generation: s.generation }, `owner ${conn.peer.pid} re-attached to ${s.name} (generation ${s.generation})`);
   }
 
   #adopt(conn: Conn, msg: MessageOf<'adopt'>, requestId: number): void {
@@ -898,6 +1145,7 @@ export class Supervisor {
     this.#metrics.backingIds('adopted', adopted);
     this.#metrics.backingIds('closed', r.closed);
     this.#gauges();
+    this.#hook('changed', s, false);
     this.#reply(conn, requestId, { type: 'adopted', closed: r.closed, probed: s.probedAtHandover });
     this.#log.info({ event: 'journal.adopted', session: s.name, adopted, closed: r.closed, alreadyGone: r.alreadyGone, probed: s.probedAtHandover }, `${s.name}: ${adopted} backing ids adopted, ${r.closed} closed`);
   }
@@ -923,6 +1171,7 @@ export class Supervisor {
       }
     }
     this.#dropSession(s, reason);
+    this.#hook('released', s);
     this.#log.info({ event: 'session.released', session: s.name, mountpoint: s.spec.mountpoint, reason }, `session ${s.name} released: ${reason}`);
     this.onSessionGone?.(s.name);
   }
@@ -1041,6 +1290,15 @@ export class Supervisor {
     this.#metrics.setOwners(owners);
     this.#metrics.setLiveBackingIds(live);
   }
+}
+
+/**
+ * The peer closed its end (EPIPE on send; ECONNRESET when it closed with our frames unread).
+ * Not a reason to disconnect at once: whatever it sent before closing is still queued here and
+ * must be applied (its last JOURNAL_OPEN/CHECKPOINT_PUT), and EOF comes after it.
+ */
+function peerGone(err: unknown): boolean {
+  return err instanceof NativeError && (err.code === 'EPIPE' || err.code === 'ECONNRESET');
 }
 
 function sameSpec(a: MountSpec, b: MountSpec): boolean {
