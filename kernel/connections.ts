@@ -28,8 +28,8 @@ export function waitingRequests(id: number): number {
 }
 
 /**
- * Aborts connection `id`: every waiting and future request fails with `ENOTCONN`, the
- * daemon's reads get `ENODEV`. For a daemon that never comes back.
+ * Aborts connection `id`: requests already waiting fail with `ECONNABORTED`, later ones with
+ * `ENOTCONN`, and the daemon's reads get `ENODEV`. For a daemon that never comes back.
  */
 export function abortConnection(id: number): void {
   writeFileSync(`${FUSECTL_DIR}/${id}/abort`, '1');

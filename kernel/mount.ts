@@ -100,6 +100,8 @@ export interface MountInfo {
   mountpoint: string;
   fstype: string;
   source: string;
+  /** Per-superblock options (for FUSE: `user_id=`, `group_id=`, `allow_other`, ...). */
+  superOptions: string;
 }
 
 function unescapeMountField(s: string): string {
@@ -122,6 +124,7 @@ export function parseMountInfo(text: string): MountInfo[] {
       mountpoint: unescapeMountField(fields[4]!),
       fstype: fields[sep + 1]!,
       source: unescapeMountField(fields[sep + 2]!),
+      superOptions: fields[sep + 3] ?? '',
     });
   }
   return out;

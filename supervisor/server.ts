@@ -26,7 +26,7 @@ import {
   type PollHandle,
 } from '../native/index.ts';
 import { classifyFd, openFuseDevice } from '../kernel/device.ts';
-import { mountFuse, unmountFuse, findMount } from '../kernel/mount.ts';
+import { mountFuse, unmountFuse, findMount, type MountInfo } from '../kernel/mount.ts';
 import { abortConnection, connectionId, ensureFusectl } from '../kernel/connections.ts';
 import {
   decodeMessage,
@@ -733,18 +733,20 @@ export class Supervisor {
   }
 
   /**
-   * The session whose mount looking up `path` would pass through, or undefined. A lookup inside
-   * a FUSE mount waits for its daemon; for a session whose owner died or hangs nobody answers,
-   * and stat(2)/mount(2) on this thread would stop the whole supervisor. So this resolves the
-   * path by hand (lstat, readlink) and stops before looking anything up at or below a session's
-   * mountpoint, spelled as given or as resolved. It does not look inside other FUSE mounts
-   * either (found in /proc/self/mountinfo, no stat): what to do about those is the caller's.
+   * The FUSE mount looking up `path` would pass through (a session's, or any other), or
+   * undefined. A lookup inside a FUSE mount waits for its daemon; for a session whose owner
+   * died or hangs, or a foreign mount nobody answers, stat(2)/mount(2) on this thread would
+   * stop the whole supervisor. So this resolves the path by hand (lstat, readlink) and stops
+   * before looking anything up at or below a FUSE mountpoint (sessions by their spec, others
+   * from /proc/self/mountinfo, never by stat), spelled as given or as resolved.
    */
-  #sessionAlongPath(path: string): LiveSession | undefined {
+  #fuseAlongPath(path: string): { session: LiveSession } | { mountpoint: string } | undefined {
     const given = path.split('/').filter((c) => c !== '');
     for (let i = 0; i <= given.length; i++) {
-      const s = this.#sessionOnMountpoint(`/${given.slice(0, i).join('/')}`);
-      if (s) return s;
+      const prefix = `/${given.slice(0, i).join('/')}`;
+      const s = this.#sessionOnMountpoint(prefix);
+      if (s) return { session: s };
+      if (isFuseMount(prefix)) return { mountpoint: prefix };
     }
     const done: string[] = [];
     const todo = [...given];
@@ -758,9 +760,8 @@ export class Supervisor {
       done.push(c);
       const p = `/${done.join('/')}`;
       const s = this.#sessionOnMountpoint(p);
-      if (s) return s;
-      const m = findMount(p);
-      if (m && (m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))) return undefined;
+      if (s) return { session: s };
+      if (isFuseMount(p)) return { mountpoint: p };
       let link: string;
       try {
         if (!lstatSync(p).isSymbolicLink()) continue;
@@ -887,10 +888,14 @@ export class Supervisor {
     const spec = msg.mount;
     if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
     if (this.#sessionOnMountpoint(spec.mountpoint)) throw new Refusal('EEXIST', `another session is mounted on ${spec.mountpoint}`);
-    const outer = this.#sessionAlongPath(spec.mountpoint);
-    if (outer) throw new Refusal('EINVAL', `mountpoint ${spec.mountpoint} lies inside session ${outer.name}'s mount on ${outer.spec.mountpoint}`);
-    this.#checkMountAllowed(conn.peer, spec);
+    // Checked before any stat: a FUSE filesystem mounted there may never answer one.
     if (findMount(spec.mountpoint)) throw new Refusal('EBUSY', `something is already mounted on ${spec.mountpoint}`);
+    const outer = this.#fuseAlongPath(spec.mountpoint);
+    if (outer) {
+      const where = 'session' in outer ? `session ${outer.session.name}'s mount on ${outer.session.spec.mountpoint}` : `the FUSE mount on ${outer.mountpoint}`;
+      throw new Refusal('EINVAL', `mountpoint ${spec.mountpoint} lies inside ${where}; the supervisor does not look up paths through FUSE mounts`);
+    }
+    this.#checkMountAllowed(conn.peer, spec);
     let fd: number;
     try {
       fd = openFuseDevice();
@@ -1043,7 +1048,9 @@ export class Supervisor {
         if (this.#sessions.size >= MAX_SESSIONS) throw new Refusal('ENOSPC', `at most ${MAX_SESSIONS} sessions`);
         const m = findMount(msg.mount.mountpoint);
         if (!m || !(m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))) throw new Refusal('EBADF', `no FUSE filesystem is mounted on ${msg.mount.mountpoint}`);
-        if (conn.peer.uid !== 0 && (msg.mount.uid !== conn.peer.uid || lstatSync(msg.mount.mountpoint).uid !== conn.peer.uid)) {
+        // The owner of a FUSE mount is its user_id= option; a stat would go to the peer's own
+        // daemon, which need not answer (and without allow_other refuses root).
+        if (conn.peer.uid !== 0 && (msg.mount.uid !== conn.peer.uid || fuseMountOwner(m) !== conn.peer.uid)) {
           throw new Refusal('EACCES', `a peer of uid ${conn.peer.uid} may only store its own mounts`);
         }
       }
@@ -1121,6 +1128,7 @@ export class Supervisor {
   }
 
   #adopt(conn: Conn, msg: MessageOf<'adopt'>, requestId: number): void {
+    if (conn.role !== 'daemon') throw new Refusal('EPERM', `ADOPT needs a daemon connection (this one said role ${conn.role})`);
     const s = conn.session;
     if (!s || s.owner?.connection !== conn.id) throw new Refusal('EINVAL', 'ADOPT on a connection that owns no session');
     if (!s.inherited) throw new Refusal('EINVAL', `ADOPT outside a resumed journal-strategy ownership of ${s.name}`);
@@ -1299,6 +1307,17 @@ export class Supervisor {
  */
 function peerGone(err: unknown): boolean {
   return err instanceof NativeError && (err.code === 'EPIPE' || err.code === 'ECONNRESET');
+}
+
+function isFuseMount(path: string): boolean {
+  const m = findMount(path);
+  return m !== undefined && (m.fstype === 'fuse' || m.fstype.startsWith('fuse.'));
+}
+
+/** The `user_id=` of a FUSE mount's super options, or -1. */
+function fuseMountOwner(m: MountInfo): number {
+  const id = /(?:^|,)user_id=(\d+)(?:,|$)/.exec(m.superOptions)?.[1];
+  return id === undefined ? -1 : Number(id);
 }
 
 function sameSpec(a: MountSpec, b: MountSpec): boolean {

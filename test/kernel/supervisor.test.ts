@@ -650,11 +650,6 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
 
 test(
   'a fresh ACQUIRE on a mountpoint where an unanswered FUSE filesystem is mounted is refused with EBUSY, and the supervisor keeps serving',
-  {
-    todo:
-      'supervisor/server.ts #acquireFresh lstat()s and stat()s the mountpoint (#sessionAlongPath, #checkMountAllowed) before its findMount() check: ' +
-      'the stat waits for a daemon that never answers and the whole supervisor hangs in D state. Checking findMount() first passes this test.',
-  },
   async () => {
     const dir = tempDir();
     const mountpoint = join(dir, 'hung');
@@ -697,13 +692,6 @@ test(
 
 test(
   'a peer of another uid that STOREs its own mount and never answers FUSE requests gets an answer, and the supervisor keeps serving',
-  {
-    todo:
-      'supervisor/server.ts #store checks a non-root peer with lstatSync(mountpoint), a stat that goes to the peer\'s own FUSE daemon. ' +
-      'With allow_other that daemon need not answer and the whole supervisor hangs in D state (any local user with user_allow_other can do this: ' +
-      'the socket is 0666, fusermount3 is setuid); without allow_other the kernel refuses root the stat (EACCES) and every non-root STORE fails ' +
-      'with EIO "internal error". The owner of a FUSE mount is the user_id= of its super options in /proc/self/mountinfo.',
-  },
   async () => {
     const dir = tempDir();
     const mountpoint = join(dir, 'theirs');
