@@ -374,16 +374,7 @@ export class Supervisor {
       const owner: Owner = { connection: null, pid, uid, pidfd, lastHeartbeat: Date.now(), exited: false, exit };
       s.owner = owner;
       s.resolveExit = resolveExit;
-      s.ownerWatch = watchFd(pidfd, { readable: true }, () => {
-        if (s.owner !== owner) return;
-        owner.exited = true;
-        s.ownerWatch?.close();
-        s.ownerWatch = null;
-        resolveExit();
-        this.#log.info({ event: 'owner.exited', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} exited`);
-        this.#gauges();
-        this.#serveStandby(s);
-      });
+      this.#watchOwner(s, owner, resolveExit);
     }
     this.#gauges();
     return s;
@@ -830,18 +821,23 @@ export class Supervisor {
     conn.session = s;
     if (exited) resolveExit();
     else {
-      s.ownerWatch = watchFd(pidfd, { readable: true }, () => {
-        if (s.owner !== owner) return;
-        owner.exited = true;
-        s.ownerWatch?.close();
-        s.ownerWatch = null;
-        resolveExit();
-        this.#log.info({ event: 'owner.exited', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} exited`);
-        this.#gauges();
-        this.#serveStandby(s);
-      });
+      this.#watchOwner(s, owner, resolveExit);
     }
     this.#gauges();
+  }
+
+  /** Watches the owner's pidfd: its exit frees the session for the next owner (or a standby). */
+  #watchOwner(s: LiveSession, owner: Owner, resolveExit: () => void): void {
+    s.ownerWatch = watchFd(owner.pidfd, { readable: true }, () => {
+      if (s.owner !== owner) return;
+      owner.exited = true;
+      s.ownerWatch?.close();
+      s.ownerWatch = null;
+      resolveExit();
+      this.#log.info({ event: 'owner.exited', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} exited`);
+      this.#gauges();
+      this.#serveStandby(s);
+    });
   }
 
   /** Forgets the owner record (its connection is closed separately). */

@@ -21,6 +21,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { findMount, parseMountInfo, unmountFuse } from '../../../kernel/mount.ts';
 import { mknod, mountFs, unmountFs } from '../../../native/index.ts';
+import { waitUntil as poll } from '../../kernel/helpers/supervisor.ts';
+
+/** The kernel tier's `waitUntil` with a longer default: systemd restarts take seconds. */
+export function waitUntil<T>(check: () => T | Promise<T>, what: string, timeoutMs = 15_000, everyMs = 25): Promise<NonNullable<T>> {
+  return poll(check, what, timeoutMs, everyMs);
+}
 
 export const ROOT = new URL('../../../', import.meta.url).pathname.replace(/\/$/, '');
 export const UNITS_DIR = join(ROOT, 'units');
@@ -39,23 +45,6 @@ export function requirePrivateMountNamespace(): void {
       'the systemd tier must run in a private mount namespace (FUSE mounts made by the supervisor are only visible there): ' +
         'run it with `node scripts/test.mjs systemd`, which starts the tests under `unshare --mount --propagation private`',
     );
-  }
-}
-
-/** Polls `check` until it returns a truthy value; throws after `timeoutMs` saying what was awaited. */
-export async function waitUntil<T>(check: () => T | Promise<T>, what: string, timeoutMs = 15_000, everyMs = 25): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v as NonNullable<T>;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await sleep(everyMs);
   }
 }
 
