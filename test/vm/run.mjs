@@ -72,6 +72,9 @@ export async function runInVm({
     '',
   ].join('\n');
   writeFileSync(join(resultsDir, 'command.sh'), script);
+  // The guest mounts fresh tmpfs on /tmp and /run, which would hide a checkout below them
+  // (CI may clone there): init mounts the checkout's own share back at the same path.
+  writeFileSync(join(resultsDir, 'checkout'), `${cwd}\n`);
 
   const append = [
     'console=ttyS0',
@@ -97,6 +100,7 @@ export async function runInVm({
     '-append', append,
     '-virtfs', 'local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap',
     '-virtfs', `local,path=${resultsDir},mount_tag=results,security_model=none,multidevs=remap`,
+    '-virtfs', `local,path=${cwd},mount_tag=checkout,security_model=none,readonly=on,multidevs=remap`,
   ];
 
   const t0 = Date.now();

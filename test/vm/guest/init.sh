@@ -37,6 +37,12 @@ results=/run/vm-results
 mkdir -p $results
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none results $results || fail "cannot mount the results share"
 [ -r $results/command.sh ] || fail "the host wrote no $results/command.sh"
+# The checkout, at its host path: below /tmp or /run the tmpfs mounted above hides it.
+checkout=$(cat $results/checkout 2>/dev/null)
+if [ -n "$checkout" ]; then
+  mkdir -p "$checkout" 2>/dev/null
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro checkout "$checkout" || fail "cannot mount the checkout share on $checkout"
+fi
 
 echo "fusekeeper-vm: running the command at $(cut -d' ' -f1 /proc/uptime)s"
 /bin/sh $results/command.sh </dev/null
