@@ -72,6 +72,9 @@ export function closeUnadopted(fuseFd: number, journal: BackingJournal, inherite
 export function closeAllBacking(fuseFd: number, journal: BackingJournal): CleanupReport | null {
   const result = backingCloseAll(fuseFd);
   if (result.status === 'unsupported') return null;
+  if (result.status === 'not-permitted') {
+    throw new FuseKernelError('ERR_PASSTHROUGH_NOT_READY', 'FUSE_DEV_IOC_BACKING_CLOSE_ALL refused (EPERM): passthrough not negotiated on this connection, or no CAP_SYS_ADMIN', 'EPERM');
+  }
   if (result.status !== 'closed') {
     throw new FuseKernelError('ERR_KERNEL', `FUSE_DEV_IOC_BACKING_CLOSE_ALL failed: ${result.errno}`, result.errno);
   }

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { pidfdSendSignal, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
+import { FuseKernelError } from '../kernel/errors.ts';
 import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
 import type { Owner, Session } from './session.ts';
 
@@ -82,6 +83,10 @@ export function cleanBacking(session: Session, closeAllAvailable: boolean): Clea
     const probed = probeUnreported(session.fd, session.journal);
     return { strategy: 'journal', closed: 0, probed, alreadyGone: 0 };
   } catch (err) {
+    // EPERM on a connection whose owners never negotiated passthrough: it has no backing ids.
+    if (err instanceof FuseKernelError && err.code === 'ERR_PASSTHROUGH_NOT_READY' && session.journal.size === 0) {
+      return { strategy: 'none', closed: 0, probed: 0, alreadyGone: 0 };
+    }
     throw new RecoveryError('cleanup', (err as Error).message);
   }
 }

@@ -30,7 +30,7 @@ interface Session {
   mountpoint: string;
   name: string;
   /** Starts a daemon for this session (tracked for cleanup). */
-  daemon(env?: Record<string, string>): Promise<SupervisedMirror>;
+  daemon(env?: Record<string, string>, args?: string[]): Promise<SupervisedMirror>;
   /** Releases the session (unmounts), kills its daemons, removes the dir. */
   cleanup(): Promise<void>;
 }
@@ -104,8 +104,8 @@ describe('supervised mirrorfs survives daemon crashes', () => {
       source,
       mountpoint,
       name,
-      async daemon(env) {
-        const d = await startSupervisedMirror({ source, mountpoint, socket: sup.socket, env });
+      async daemon(env, args) {
+        const d = await startSupervisedMirror({ source, mountpoint, socket: sup.socket, env, args });
         daemons.push(d);
         return d;
       },
@@ -238,6 +238,37 @@ describe('supervised mirrorfs survives daemon crashes', () => {
       await s.cleanup();
     }
   }
+
+  test('a READ the dead daemon had read but not answered completes after recovery (replay); a write acknowledged before the crash is on the source', async () => {
+    const s = await newSession('replay-read');
+    try {
+      const before = randomBytes(64 << 10);
+      writeFileSync(join(s.source, 'before.bin'), before);
+      // Without passthrough, writes and reads go through the daemon; the fault kills it after
+      // it executed the first READ and before it answered.
+      const first = await s.daemon({ FUSEKEEPER_FAULT: 'after-exec:read' }, ['--no-passthrough']);
+      const a = nodeApp(
+        `const fs = require('fs'); const [w, r] = process.argv.slice(1);
+         fs.writeFileSync(w, 'acknowledged'); console.log('written');
+         console.log('read ' + require('crypto').createHash('sha256').update(fs.readFileSync(r)).digest('hex'));`,
+        join(s.mountpoint, 'written.txt'),
+        join(s.mountpoint, 'before.bin'),
+      );
+      apps.push(a);
+      await a.waitLine('written');
+      assert.deepEqual(await first.exit, { code: null, signal: 'SIGKILL' }, `the fault hook fired: ${first.stderr()}`);
+      assert.equal(readFileSync(join(s.source, 'written.txt'), 'utf8'), 'acknowledged', 'the acknowledged write is on the source');
+      await sleep(100);
+      assert.equal(a.lines.length, 1, `the READ waits for a daemon; stderr: ${a.stderr()}`);
+      await s.daemon(undefined, ['--no-passthrough']);
+      assert.deepEqual(await a.exit, { code: 0, signal: null }, a.stderr());
+      const { createHash } = await import('node:crypto');
+      assert.equal(a.lines[1], `read ${createHash('sha256').update(before).digest('hex')}`);
+      assert.equal((await status(s.name)).generation, 2);
+    } finally {
+      await s.cleanup();
+    }
+  });
 
   test('mkdir killed after executing: the application gets success, the directory exists once', async () => {
     await killedAfterExec(
