@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   journal: () => import('./journal.ts'),
   fuzz: () => import('./fuzz.ts'),
   handover: () => import('./handover.ts'),
+  failover: () => import('./failover.ts'),
 };
 const names = process.argv.slice(2);
 if (names.length === 0 || names.some((n) => !benches[n])) {

@@ -1,4 +1,4 @@
-import { ioctl, writeFd, NativeError, errnoName } from '../native/index.ts';
+import { ioctl, ioctlResult, writeFd, NativeError, errnoName } from '../native/index.ts';
 import {
   FUSE_DEV_IOC_BACKING_OPEN,
   FUSE_DEV_IOC_BACKING_CLOSE,
@@ -65,6 +65,22 @@ export function backingClose(fuseFd: number, id: number): void {
   } catch (err) {
     throw explainIoctlFailure(err, `backing close ${id}`, fuseFd);
   }
+}
+
+const ENOENT = 2;
+
+/**
+ * `FUSE_DEV_IOC_BACKING_CLOSE` of an id that may not be open: true when it was (and is now
+ * closed), false when the connection has no such id (ENOENT), without making an exception
+ * for that answer: recovery probes dozens of unallocated ids. Other failures throw
+ * `FuseKernelError` as `backingClose` does.
+ */
+export function backingCloseIfOpen(fuseFd: number, id: number): boolean {
+  backingIdArg.writeUInt32LE(id >>> 0, 0);
+  const r = ioctlResult(fuseFd, FUSE_DEV_IOC_BACKING_CLOSE, backingIdArg);
+  if (r >= 0) return true;
+  if (r === -ENOENT) return false;
+  throw explainIoctlFailure(new NativeError('ioctl', -r, `backing close ${id} on fd ${fuseFd}`), `backing close ${id}`, fuseFd);
 }
 
 /** Outcome of `backingCloseAll`. */

@@ -135,6 +135,15 @@ export function ioctl(fd: number, request: number, arg: Buffer | number): number
   return r;
 }
 
+/**
+ * ioctl(2) that reports failure as a value: the result (>= 0), or minus the errno. For hot
+ * loops where failing is an expected answer (probing for backing ids): no exception is made.
+ */
+export function ioctlResult(fd: number, request: number, arg: Buffer | number): number {
+  const r = (typeof arg === 'number' ? sys.ioctlInt(fd, request, arg) : sys.ioctlPtr(fd, request, arg)) as number;
+  return r < 0 ? -lastErrno() : r;
+}
+
 const F_GETFD = 1;
 const F_SETFD = 2;
 const FD_CLOEXEC = 1;

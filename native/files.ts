@@ -1,5 +1,5 @@
 // File operations Node's fs module does not offer: mknod, renameat2 flags, xattrs,
-// fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range and nanosecond timestamps. All throw `NativeError`; none takes
+// fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, file handles and nanosecond timestamps. All throw `NativeError`; none takes
 // ownership of an fd.
 import { sys, lastErrno } from './libc.ts';
 import { NativeError } from './errors.ts';
@@ -94,4 +94,36 @@ export function setTimes(target: string | number, atime: TimeSpec, mtime: TimeSp
   const times = timespecs(atime, mtime);
   if (typeof target === 'number') check(sys.futimens(target, times) === 0, 'futimens', String(target));
   else check(sys.utimensat(AT_FDCWD, target, times, AT_SYMLINK_NOFOLLOW) === 0, 'utimensat', target);
+}
+
+const AT_EMPTY_PATH = 0x1000;
+/** MAX_HANDLE_SZ of the kernel: the longest f_handle. */
+const MAX_HANDLE_SZ = 128;
+const EOPNOTSUPP = 95;
+
+/**
+ * name_to_handle_at(2) of the open file `fd`: the kernel's `struct file_handle` (u32
+ * handle_bytes, i32 handle_type, then the opaque handle) as bytes, for `openByHandle` later,
+ * or null when the filesystem cannot export handles (EOPNOTSUPP). `fd` stays the caller's.
+ */
+export function fileHandleOf(fd: number): Buffer | null {
+  const buf = Buffer.alloc(8 + MAX_HANDLE_SZ);
+  buf.writeUInt32LE(MAX_HANDLE_SZ, 0);
+  const mountId = [0];
+  if (sys.name_to_handle_at(fd, '', buf, mountId, AT_EMPTY_PATH) !== 0) {
+    if (lastErrno() === EOPNOTSUPP) return null;
+    check(false, 'name_to_handle_at', String(fd));
+  }
+  return buf.subarray(0, 8 + buf.readUInt32LE(0));
+}
+
+/**
+ * open_by_handle_at(2): opens the file that `handle` (from `fileHandleOf`) names on the
+ * filesystem `mountFd` is on, even when it has no name left but is still open somewhere.
+ * Needs CAP_DAC_READ_SEARCH. The new fd is the caller's.
+ */
+export function openByHandle(mountFd: number, handle: Buffer, flags: number): number {
+  const fd = sys.open_by_handle_at(mountFd, Buffer.from(handle), flags) as number;
+  check(fd >= 0, 'open_by_handle_at', String(mountFd));
+  return fd;
 }

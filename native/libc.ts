@@ -39,6 +39,8 @@ export const sys = {
   lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   utimensat: libc.func('int utimensat(int dirfd, const char *path, void *times, int flags)'),
   futimens: libc.func('int futimens(int fd, void *times)'),
+  name_to_handle_at: libc.func('int name_to_handle_at(int dirfd, const char *path, void *handle, _Out_ int *mountId, int flags)'),
+  open_by_handle_at: libc.func('int open_by_handle_at(int mountFd, void *handle, int flags)'),
   copy_file_range: libc.func('intptr_t copy_file_range(int fdIn, _Inout_ int64_t *offIn, int fdOut, _Inout_ int64_t *offOut, size_t len, unsigned int flags)'),
   malloc: libc.func('void *malloc(size_t size)'),
   free: libc.func('void free(void *ptr)'),

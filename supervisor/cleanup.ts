@@ -1,4 +1,4 @@
-import { backingClose, backingCloseAll } from '../kernel/backing.ts';
+import { backingCloseIfOpen, backingCloseAll } from '../kernel/backing.ts';
 import { FuseKernelError } from '../kernel/errors.ts';
 import type { BackingJournal } from './journal.ts';
 
@@ -18,13 +18,7 @@ export interface CleanupReport {
 
 /** Closes `id`, returning false when the kernel did not know it. Other errors propagate. */
 function closeIfOpen(fuseFd: number, id: number): boolean {
-  try {
-    backingClose(fuseFd, id);
-    return true;
-  } catch (err) {
-    if (err instanceof FuseKernelError && err.code === 'ERR_UNKNOWN_BACKING_ID') return false;
-    throw err;
-  }
+  return backingCloseIfOpen(fuseFd, id);
 }
 
 /**
@@ -52,7 +46,7 @@ export function probeUnreported(fuseFd: number, journal: BackingJournal, window 
  * and removes it from the journal. Ids the kernel no longer knows are dropped too. Ids the
  * new owner journaled since the hand-over are not touched.
  */
-export function closeUnadopted(fuseFd: number, journal: BackingJournal, inherited: ReadonlySet<number>, adopted: ReadonlySet<number>): { closed: number; alreadyGone: number } {
+export function closeUnadopted(fuseFd: number, journal: BackingJournal, inherited: Iterable<number>, adopted: ReadonlySet<number>): { closed: number; alreadyGone: number } {
   let closed = 0;
   let alreadyGone = 0;
   for (const id of inherited) {

@@ -51,6 +51,16 @@ export class BackingJournal {
     return this.#highestReported + 1;
   }
 
+  /** The live ids, in no particular order. */
+  ids(): IterableIterator<number> {
+    return this.#live.keys();
+  }
+
+  /** The live entries, in no particular order (the hand-over needs no sort). */
+  list(): JournalEntry[] {
+    return [...this.#live.values()];
+  }
+
   entries(): JournalEntry[] {
     return [...this.#live.values()].sort((a, b) => a.id - b.id);
   }

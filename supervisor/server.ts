@@ -114,6 +114,8 @@ const MAX_QUEUED_FRAMES = 4096;
 const MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024;
 const MAX_JOURNAL_ENTRIES = 4_000_000;
 const MAX_SESSIONS = 4096;
+/** Unadopted backing ids closed per event-loop turn after ADOPTED. */
+const CLOSE_CHUNK = 2048;
 
 interface Conn {
   id: number;
@@ -145,6 +147,8 @@ interface LiveSession extends Session {
   adoptTimer: NodeJS.Timeout | null;
   /** Ids probed at the last hand-over, reported in ADOPTED. */
   probedAtHandover: number;
+  /** Inherited ids nobody adopted, still to be closed (after ADOPTED was answered), in chunks. */
+  pendingClose: { ids: number[]; next: number; timer: NodeJS.Immediate | null } | null;
   recovering: boolean;
   /** Owners that handed over cleanly (drain). */
   handovers: number;
@@ -791,6 +795,7 @@ export class Supervisor {
       adopted: new Set(),
       adoptTimer: null,
       probedAtHandover: 0,
+      pendingClose: null,
       recovering: false,
       handovers: 0,
       drain: null,
@@ -962,6 +967,7 @@ export class Supervisor {
         this.#forgetOwner(s);
       }
       if (conn.closed) throw new RecoveryError('fence', 'the new owner disconnected during recovery');
+      this.#finishPendingCloses(s);
       const cleanup = this.kernel.passthrough ? cleanBacking(s, this.kernel.closeAll) : { strategy: 'none' as const, closed: 0, probed: 0, alreadyGone: 0 };
       const resent = this.kernel.resend;
       if (resent) replayInFlight(s);
@@ -969,7 +975,7 @@ export class Supervisor {
       if (drained) s.handovers++;
       else s.restarts++;
       s.probedAtHandover = cleanup.probed;
-      s.inherited = cleanup.strategy === 'journal' ? new Set(s.journal.entries().map((e) => e.id)) : null;
+      s.inherited = cleanup.strategy === 'journal' ? new Set(s.journal.ids()) : null;
       s.adopted = new Set();
       this.#setOwner(s, conn);
       conn.acquiring = false;
@@ -977,7 +983,7 @@ export class Supervisor {
         acquired: { type: 'acquired', generation: s.generation, resumed: true, strategy: cleanup.strategy },
         initParams: s.init,
         checkpoint: s.checkpoint,
-        journal: s.journal.entries(),
+        journal: s.journal.list(),
       });
       this.#sendSequence(conn, frames, s.fd);
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
@@ -1110,6 +1116,7 @@ export class Supervisor {
     }
     // The owner re-sends INIT_SAVE, every checkpoint key and every live journal entry; what is
     // here may be stale (saved before the restart). The highest reported id stays.
+    this.#finishPendingCloses(s);
     s.checkpoint.clear();
     s.checkpointBytes = 0;
     s.journal.clear();
@@ -1136,22 +1143,65 @@ export class Supervisor {
       this.#reply(conn, requestId, { type: 'ok' });
       return;
     }
-    const r = closeUnadopted(s.fd, s.journal, s.inherited, s.adopted);
+    // The new owner waits for ADOPTED before it serves: it is answered first, and the ids
+    // nobody adopted are closed right after, in chunks (100k ioctls take a while). That is
+    // safe: an id stays allocated until closed, so the owner can never be given it again,
+    // and it stays in the journal until closed, so no crash meanwhile loses it (the next
+    // recovery closes what is left before anything else).
+    const toClose: number[] = [];
+    for (const id of s.inherited) if (!s.adopted.has(id) && s.journal.has(id)) toClose.push(id);
     if (s.adoptTimer) clearTimeout(s.adoptTimer);
     s.adoptTimer = null;
     s.inherited = null;
     const adopted = s.adopted.size;
     s.adopted = new Set();
+    this.#metrics.backingIds('adopted', adopted);
+    this.#reply(conn, requestId, { type: 'adopted', closed: toClose.length, probed: s.probedAtHandover });
+    this.#log.info({ event: 'journal.adopted', session: s.name, adopted, closing: toClose.length, probed: s.probedAtHandover }, `${s.name}: ${adopted} backing ids adopted, ${toClose.length} to close`);
+    this.#finishPendingCloses(s);
+    if (toClose.length > 0) {
+      s.pendingClose = { ids: toClose, next: 0, timer: null };
+      this.#closeSome(s);
+    } else {
+      this.#hook('changed', s, false);
+    }
+  }
+
+  /** Closes the next chunk of `s.pendingClose` and schedules the rest. */
+  #closeSome(s: LiveSession, all = false): void {
+    const p = s.pendingClose;
+    if (!p) return;
+    p.timer = null;
+    const end = all ? p.ids.length : Math.min(p.ids.length, p.next + CLOSE_CHUNK);
+    let r: { closed: number; alreadyGone: number };
+    try {
+      r = closeUnadopted(s.fd, s.journal, p.ids.slice(p.next, end), new Set());
+    } catch (err) {
+      s.pendingClose = null;
+      this.#log.error({ event: 'journal.close_failed', session: s.name, left: p.ids.length - p.next, err: (err as Error).message }, `closing unadopted backing ids of ${s.name} failed`);
+      return;
+    }
+    p.next = end;
     if (s.lastRecovery) {
       s.lastRecovery.cleanup.closed += r.closed;
       s.lastRecovery.cleanup.alreadyGone += r.alreadyGone;
     }
-    this.#metrics.backingIds('adopted', adopted);
     this.#metrics.backingIds('closed', r.closed);
+    if (p.next < p.ids.length) {
+      p.timer = setImmediate(() => this.#closeSome(s));
+      return;
+    }
+    s.pendingClose = null;
     this.#gauges();
     this.#hook('changed', s, false);
-    this.#reply(conn, requestId, { type: 'adopted', closed: r.closed, probed: s.probedAtHandover });
-    this.#log.info({ event: 'journal.adopted', session: s.name, adopted, closed: r.closed, alreadyGone: r.alreadyGone, probed: s.probedAtHandover }, `${s.name}: ${adopted} backing ids adopted, ${r.closed} closed`);
+  }
+
+  /** Closes whatever unadopted ids are still pending, now (before anything else touches the journal). */
+  #finishPendingCloses(s: LiveSession): void {
+    const p = s.pendingClose;
+    if (!p) return;
+    if (p.timer) clearImmediate(p.timer);
+    this.#closeSome(s, true);
   }
 
   #releaseRequest(conn: Conn, name: string, requestId: number): void {
@@ -1196,6 +1246,7 @@ export class Supervisor {
     const ownerConn = s.owner?.connection != null ? this.#conns.get(s.owner.connection) : undefined;
     if (ownerConn) ownerConn.session = null;
     this.#forgetOwner(s);
+    this.#finishPendingCloses(s);
     closeFd(s.fd);
     this.#sessions.delete(s.name);
     this.#gauges();

@@ -5,6 +5,7 @@ import { DEFAULT_SOCKET } from '../../supervisor/config.ts';
 import { serve } from '../../supervisor/main.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 import { connectSupervisor, type SupervisorClient } from '../../client/supervisor.ts';
+import { runDemo, DEMO_HELP } from './demo.ts';
 
 async function sessionStatus(client: SupervisorClient, name: string): Promise<SessionStatus> {
   const st = (await client.status()) as { sessions: SessionStatus[] };
@@ -146,6 +147,18 @@ const commands: Record<string, Command> = {
       } finally {
         client.close();
       }
+    },
+  },
+  demo: {
+    usage: 'fusekeeper demo [--crashes N]',
+    summary: 'a self-contained tour as root: a supervised mirrorfs, a reader, N daemon crashes, a table',
+    options: { crashes: { type: 'string' } },
+    optionHelp: ['--crashes N     how many times to SIGKILL the serving daemon (default 5, 1..100)', '', ...DEMO_HELP],
+    async run(values, positionals) {
+      if (positionals.length > 0) throw Object.assign(new Error(`unexpected argument ${positionals[0]}`), { code: 'EUSAGE' });
+      const crashes = Number(values.crashes ?? 5);
+      if (!Number.isInteger(crashes) || crashes < 1 || crashes > 100) throw Object.assign(new Error(`--crashes must be an integer in 1..100, got ${String(values.crashes)}`), { code: 'EUSAGE' });
+      return runDemo({ crashes, out: process.stdout });
     },
   },
   doctor: {

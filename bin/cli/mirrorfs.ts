@@ -17,16 +17,28 @@ replayed). SIGINT/SIGTERM stop serving and exit WITHOUT unmounting: the mount
 stays, waiting for the next daemon. Only \`fusekeeper release NAME\` unmounts.
 On \`fusekeeper upgrade NAME\` the daemon finishes what it read and exits 0.
 
+A warm standby (--standby) is a spare: it starts, connects and waits until the
+session's owner dies, then takes the session over at once (the supervisor runs
+the recovery sequence and answers its waiting request). If the session does not
+exist yet, the first daemon to ask creates it, standby or not.
+
 options:
   --socket PATH      run supervised by the fusekeeper supervisor listening on PATH
                      (a socket path, or @NAME for an abstract socket)
   --name NAME        session name (supervised only); default: derived from
                      MOUNTPOINT, e.g. /mnt/data -> mnt-data
+  --standby          supervised only: wait as a warm standby while the session has
+                     a live owner, instead of failing with EBUSY
   --debug            print every request and reply, one line each (stderr)
   --no-passthrough   serve reads and writes through the daemon
   --allow-other      let users other than the mounting one use the mount
   --stats FILE       write the daemon's counters (JSON) to FILE on SIGUSR2 and at exit
-  -h, --help         this text`;
+  -h, --help         this text
+
+environment (how \`fusekeeper serve\` starts the daemons of its configuration):
+  FUSEKEEPER_SOCKET=PATH   as --socket, when --socket is not given
+  FUSEKEEPER_SESSION=NAME  as --name, when --name is not given (supervised only)
+  FUSEKEEPER_STANDBY=1     as --standby (supervised only)`;
 
 function stderrLogger(): FuseLogger {
   const line = (level: string) => (obj: object, msg?: string) => {
@@ -49,6 +61,7 @@ export async function main(argv: string[]): Promise<number> {
         stats: { type: 'string' },
         socket: { type: 'string' },
         name: { type: 'string' },
+        standby: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -64,11 +77,18 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`fusekeeper-mirrorfs: expected SOURCE and MOUNTPOINT\n${USAGE}\n`);
     return 2;
   }
-  const { socket, name } = parsed.values;
-  if (name !== undefined && socket === undefined) {
+  if (parsed.values.name !== undefined && parsed.values.socket === undefined && !process.env.FUSEKEEPER_SOCKET) {
     process.stderr.write(`fusekeeper-mirrorfs: --name needs --socket\n${USAGE}\n`);
     return 2;
   }
+  if (parsed.values.standby && parsed.values.socket === undefined && !process.env.FUSEKEEPER_SOCKET) {
+    process.stderr.write(`fusekeeper-mirrorfs: --standby needs --socket\n${USAGE}\n`);
+    return 2;
+  }
+  // The supervisor's managed daemons get their socket, session and standby role by environment.
+  const socket = parsed.values.socket ?? (process.env.FUSEKEEPER_SOCKET || undefined);
+  const name = socket === undefined ? undefined : (parsed.values.name ?? (process.env.FUSEKEEPER_SESSION || undefined));
+  const standby = socket !== undefined && (parsed.values.standby === true || process.env.FUSEKEEPER_STANDBY === '1');
   if (name !== undefined && !isValidSessionName(name)) {
     process.stderr.write(`fusekeeper-mirrorfs: invalid session name ${JSON.stringify(name)}: 1..128 of [A-Za-z0-9_.@:-], starting with a letter or digit\n`);
     return 2;
@@ -85,6 +105,7 @@ export async function main(argv: string[]): Promise<number> {
       log: stderrLogger(),
       socket,
       name,
+      standby,
     });
   } catch (err) {
     const e = err as Error & { code?: string };

@@ -30,6 +30,9 @@
  *   also undoes writes made through passthrough between the crash and the replay.
  * - LINK is resolved as done only when the new name leads to `oldnodeid`, which holds for
  *   filesystems that give one nodeid per inode.
+ * - SETXATTR with XATTR_CREATE is resolved as done when the attribute exists (whatever its
+ *   value), REMOVEXATTR when it does not; other SETXATTRs run again (setting a value twice
+ *   is setting it once).
  */
 import { constants as fsc } from 'node:fs';
 import { constants } from 'node:os';
@@ -77,13 +80,13 @@ export function intentKey(unique: bigint): string {
 export interface IntentRecord {
   /** FUSE opcode. */
   opcode: number;
-  /** `header.nodeid`: the parent directory (for SETATTR, the inode). */
+  /** `header.nodeid`: the parent directory (for SETATTR and the xattr operations, the inode). */
   nodeid: bigint;
   /** RENAME/RENAME2: `newdir`; LINK: `oldnodeid`; SETATTR: the new size; else 0. */
   other: bigint;
-  /** RENAME2: rename flags; CREATE: open flags; MKNOD/MKDIR: mode; SETATTR: `valid`; else 0. */
+  /** RENAME2: rename flags; CREATE: open flags; MKNOD/MKDIR: mode; SETATTR: `valid`; SETXATTR: its flags; else 0. */
   flags: number;
-  /** The name the operation creates or removes (RENAME: the old name; LINK: the new name); empty for SETATTR. */
+  /** The name the operation creates or removes (RENAME: the old name; LINK: the new name; xattrs: the attribute); empty for SETATTR. */
   name: Buffer;
   /** RENAME/RENAME2: the new name; else empty. */
   name2: Buffer;
@@ -91,10 +94,14 @@ export interface IntentRecord {
 
 const EMPTY = Buffer.alloc(0);
 
+/** setxattr(2) flag: fail with EEXIST if the attribute exists. */
+const XATTR_CREATE = 1;
+const { ENODATA } = constants.errno;
+
 /**
  * The intent record a request needs before it runs, or undefined when it needs none: only
- * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME, RENAME2 and SETATTR with
- * FATTR_SIZE get one.
+ * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME, RENAME2, SETATTR with
+ * FATTR_SIZE, SETXATTR with XATTR_CREATE and REMOVEXATTR get one.
  */
 export function intentOf(req: FuseRequest): IntentRecord | undefined {
   const opcode = req.header.opcode;
@@ -116,6 +123,10 @@ export function intentOf(req: FuseRequest): IntentRecord | undefined {
       return { opcode, nodeid, other: req.newdir, flags: req.flags, name: req.nameBytes, name2: req.newnameBytes };
     case 'setattr':
       return req.valid & FATTR.SIZE ? { opcode, nodeid, other: req.size, flags: req.valid, name: EMPTY, name2: EMPTY } : undefined;
+    case 'setxattr':
+      return req.flags & XATTR_CREATE ? { opcode, nodeid, other: 0n, flags: req.flags, name: req.nameBytes, name2: EMPTY } : undefined;
+    case 'removexattr':
+      return { opcode, nodeid, other: 0n, flags: 0, name: req.nameBytes, name2: EMPTY };
     default:
       return undefined;
   }
@@ -158,8 +169,18 @@ export function decodeIntent(buf: Buffer): IntentRecord {
   };
 }
 
-/** The operations replay resolution calls: the filesystem's own LOOKUP, OPEN and FORGET. */
-export type ReplayOperations = Pick<FuseOperations, 'lookup' | 'open' | 'forget'>;
+/** The operations replay resolution calls: the filesystem's own LOOKUP, OPEN, FORGET and GETXATTR. */
+export type ReplayOperations = Pick<FuseOperations, 'lookup' | 'open' | 'forget' | 'getxattr'>;
+
+/** Whether inode `nodeid` has attribute `name`, by the filesystem's own GETXATTR (size query). */
+async function hasXattr(ops: ReplayOperations, header: RequestHeader, nodeid: bigint, name: Buffer, ctx: RequestContext): Promise<boolean | undefined> {
+  const getxattr = ops.getxattr;
+  const result = await callOp(
+    getxattr && (() => getxattr.call(ops, { op: 'getxattr', header: { ...header, opcode: Opcode.GETXATTR, nodeid }, size: 0, name: name.toString('utf8'), nameBytes: name }, ctx)),
+  );
+  if (typeof result !== 'number') return true;
+  return result === ENODATA ? false : undefined;
+}
 
 /** A name found by LOOKUP: the complete LOOKUP reply (same `unique` as the replayed request). */
 interface Found {
@@ -237,6 +258,8 @@ function isWhiteout(p: Probe): boolean {
  * - RENAME, RENAME2: when the old name is gone (or a whiteout, for RENAME_WHITEOUT) and the
  *   new name exists, success. RENAME_EXCHANGE runs again.
  * - SETATTR (truncate): runs again.
+ * - SETXATTR (XATTR_CREATE): when the attribute exists, success. REMOVEXATTR: when it does
+ *   not (GETXATTR says ENODATA), success.
  *
  * Entries found but not answered are balanced with a FORGET of 1 to the filesystem, so its
  * lookup counts stay equal to the kernel's.
@@ -299,6 +322,10 @@ export async function resolveReplay(req: FuseRequest, ops: ReplayOperations, ctx
       const gone = from === 'absent' || (req.flags & RENAME_WHITEOUT && isWhiteout(from));
       return gone && typeof to !== 'string' ? replyEmpty(h.unique) : undefined;
     }
+    case 'setxattr':
+      return (await hasXattr(ops, h, h.nodeid, req.nameBytes, ctx)) === true ? replyEmpty(h.unique) : undefined;
+    case 'removexattr':
+      return (await hasXattr(ops, h, h.nodeid, req.nameBytes, ctx)) === false ? replyEmpty(h.unique) : undefined;
     default:
       return undefined;
   }

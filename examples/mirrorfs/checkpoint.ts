@@ -41,6 +41,11 @@ export interface HandleRecord {
   backingId: number;
   /** `unique` (bit 63 cleared) of the OPEN/CREATE/OPENDIR that made it, to spot a replay of it. */
   unique: bigint;
+  /**
+   * The source file's handle (name_to_handle_at), so that a restarted daemon can reopen a
+   * file that was unlinked while open (it has no path left). Absent where none was taken.
+   */
+  handle?: Buffer;
 }
 
 /** The source directory a session mirrors, to refuse resuming it over another one. */
@@ -111,7 +116,7 @@ export function decodeNodeRecord(buf: Buffer): NodeRecord {
 
 export function encodeHandleRecord(h: HandleRecord): Buffer {
   return Buffer.from(
-    JSON.stringify({ kind: h.kind, nodeid: String(h.nodeid), flags: h.flags, dev: String(h.dev), ino: String(h.ino), backingId: h.backingId, unique: String(h.unique) }),
+    JSON.stringify({ kind: h.kind, nodeid: String(h.nodeid), flags: h.flags, dev: String(h.dev), ino: String(h.ino), backingId: h.backingId, unique: String(h.unique), ...(h.handle ? { handle: h.handle.toString('hex') } : {}) }),
     'utf8',
   );
 }
@@ -133,7 +138,16 @@ export function decodeHandleRecord(buf: Buffer): HandleRecord {
     ino: big(v.ino, 'ino'),
     backingId: int(v.backingId, 'backingId', 0x7fffffff),
     unique: big(v.unique, 'unique'),
+    ...(v.handle === undefined ? {} : { handle: fileHandle(v.handle) }),
   };
+}
+
+/** A `struct file_handle` as hex: 8 header bytes whose first u32 is the length of the rest. */
+function fileHandle(v: unknown): Buffer {
+  if (typeof v !== 'string' || !/^([0-9a-f]{2}){8,136}$/.test(v)) throw new TypeError('handle record: handle must be hex of 8..136 bytes');
+  const b = Buffer.from(v, 'hex');
+  if (b.readUInt32LE(0) !== b.length - 8) throw new TypeError('handle record: handle length mismatch');
+  return b;
 }
 
 export function encodeSourceRecord(s: SourceRecord): Buffer {

@@ -1,10 +1,10 @@
 // mirrorfs: mirrors a source directory read-write through FUSE, with kernel passthrough for
 // file data. Metadata goes through this daemon; reads and writes of open files go straight
 // to the source file in the kernel when passthrough is on.
-import { promises as fsp, constants as fsc, closeSync, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, type BigIntStats } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, openSync as openFdSync, statSync, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, fchmod as fchmodCb, fchown as fchownCb, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fstatFd, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange, setTimes, type TimeSpec } from '../../native/index.ts';
+import { fstatFd, fileHandleOf, openByHandle, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange, setTimes, type TimeSpec } from '../../native/index.ts';
 import { FATTR, FOPEN, FUSE_FSYNC_FDATASYNC, FUSE_UNIQUE_RESEND, RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr } from '../../kernel/abi.ts';
 import {
   DirentBuilder,
@@ -45,6 +45,8 @@ function filePosition(pos: bigint): number {
 const fsyncFd = promisify(fsyncCb);
 const fdatasyncFd = promisify(fdatasyncCb);
 const ftruncateFd = promisify(ftruncateCb);
+const fchmodFd = promisify(fchmodCb);
+const fchownFd = promisify(fchownCb);
 
 type Req<K extends FuseRequest['op']> = RequestOf<K>;
 
@@ -60,6 +62,7 @@ const OPEN_FLAGS_DROPPED = fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY;
 /** Reopening a restored handle's file must neither create nor truncate it again. */
 const REOPEN_FLAGS_DROPPED = OPEN_FLAGS_DROPPED | fsc.O_TRUNC;
 const XATTR_SIZE_MAX = 65536;
+const O_CLOEXEC = 0o2000000;
 
 /** What every handle knows about where it came from. */
 interface HandleOrigin {
@@ -80,6 +83,8 @@ interface FileHandle extends HandleOrigin {
   dev: bigint;
   ino: bigint;
   backingId: number;
+  /** The source file's handle (name_to_handle_at), for reopening it after a crash without a path. */
+  handle: Buffer | undefined;
 }
 
 /** An open directory handle: entries are read once per rewind (and after a restore). */
@@ -173,7 +178,8 @@ export class MirrorFs implements FuseOperations {
    * recorded. Throws SourceMismatchError when the checkpoint is of another source directory.
    */
   static async create(opts: MirrorOptions): Promise<MirrorFs> {
-    const root = await fsp.stat(opts.source, { bigint: true });
+    // Synchronous: nothing is served yet, and a resuming daemon's blackout is what this costs.
+    const root = statSync(opts.source, { bigint: true });
     if (!root.isDirectory()) throw new FuseError('ENOTDIR', `${opts.source} is not a directory`);
     const mirror = new MirrorFs(opts, root);
     const cp = opts.checkpoint;
@@ -182,7 +188,7 @@ export class MirrorFs implements FuseOperations {
     if (prev?.source && (prev.source.dev !== root.dev || prev.source.ino !== root.ino)) {
       throw new SourceMismatchError(`the session mirrors ${prev.source.path} (inode ${prev.source.dev}:${prev.source.ino}), not ${opts.source}`);
     }
-    if (prev) mirror.restored = await mirror.#restore(prev);
+    if (prev) mirror.restored = mirror.#restore(prev);
     mirror.#checkpoint = new CheckpointWriter(cp.sink, prev?.nextNodeid ?? 0n);
     mirror.#checkpoint.attach(mirror.nodes);
     if (!prev?.source) mirror.#checkpoint.putSource({ path: opts.source, dev: root.dev, ino: root.ino });
@@ -196,7 +202,7 @@ export class MirrorFs implements FuseOperations {
    * RELEASE is answered) with reads and writes failing EIO. Directory handles re-list on
    * their next READDIR.
    */
-  async #restore(cp: MirrorCheckpoint): Promise<RestoreSummary> {
+  #restore(cp: MirrorCheckpoint): RestoreSummary {
     this.nodes.restore(cp.nodes);
     this.nodes.continueFrom(cp.nextNodeid);
     const summary: RestoreSummary = { nodes: this.nodes.size, files: 0, dirs: 0, unavailable: 0, malformed: cp.malformed };
@@ -208,30 +214,52 @@ export class MirrorFs implements FuseOperations {
         summary.dirs++;
         continue;
       }
-      const fd = await this.#reopen(rec);
-      this.#handles.set(fh, { kind: 'file', ...origin, fd, flags: rec.flags, dev: rec.dev, ino: rec.ino, backingId: rec.backingId });
+      const fd = this.#reopen(rec);
+      this.#handles.set(fh, { kind: 'file', ...origin, fd, flags: rec.flags, dev: rec.dev, ino: rec.ino, backingId: rec.backingId, handle: rec.handle });
       summary.files++;
       if (fd < 0) summary.unavailable++;
     }
     return summary;
   }
 
-  /** The restored handle's source file opened again, or -1. */
-  async #reopen(rec: HandleRecord): Promise<number> {
+  /**
+   * The restored handle's source file opened again, or -1: by its node's path, else (no
+   * path left: unlinked while open, or the name leads elsewhere) by its file handle.
+   */
+  #reopen(rec: HandleRecord): number {
+    // Synchronous, like the whole restore: nothing is served until it is done.
     const node = this.nodes.get(rec.nodeid);
-    if (!node || node.removed) return -1;
+    const flags = rec.flags & ~REOPEN_FLAGS_DROPPED;
+    if (node && !node.removed) {
+      let fd = -1;
+      try {
+        fd = openFdSync(this.#abs(node.path), flags | fsc.O_NOFOLLOW);
+      } catch {
+        // gone or replaced: try the handle
+      }
+      if (fd >= 0) {
+        const st = fstatFd(fd);
+        if (st.dev === rec.dev && st.ino === rec.ino) return fd;
+        // The name leads to another file by now.
+        closeSync(fd);
+      }
+    }
+    if (!rec.handle || !this.#asRoot) return -1;
     let fd: number;
     try {
-      fd = await openFd(this.#abs(node.path), (rec.flags & ~REOPEN_FLAGS_DROPPED) | fsc.O_NOFOLLOW);
+      this.#sourceFd ??= openFdSync(this.source, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      fd = openByHandle(this.#sourceFd, rec.handle, flags | O_CLOEXEC);
     } catch {
       return -1;
     }
     const st = fstatFd(fd);
     if (st.dev === rec.dev && st.ino === rec.ino) return fd;
-    // The name leads to another file by now.
-    await closeFd(fd);
+    closeSync(fd);
     return -1;
   }
+
+  /** The source directory, open while restoring handles by file handle. */
+  #sourceFd: number | undefined;
 
   /**
    * Restored file handles with a passthrough backing id on the inode (dev, ino): each will
@@ -318,6 +346,20 @@ export class MirrorFs implements FuseOperations {
     return h?.kind === 'file' && h.fd >= 0 ? h.fd : undefined;
   }
 
+  /**
+   * An open source fd of node `nodeid` when every name it had is gone (unlinked while open):
+   * the file lives on, as on a local filesystem, and can only be reached through a handle.
+   */
+  #fdOfRemoved(nodeid: bigint): number | undefined {
+    return this.nodes.get(nodeid)?.removed ? this.#fdOfNode(nodeid) : undefined;
+  }
+
+  /** An open source fd of node `nodeid`, if any handle has one. */
+  #fdOfNode(nodeid: bigint): number | undefined {
+    for (const h of this.#handles.values()) if (h.kind === 'file' && h.nodeid === nodeid && h.fd >= 0) return h.fd;
+    return undefined;
+  }
+
   #dir(fh: bigint): DirHandle {
     const h = this.#handles.get(fh);
     if (!h || h.kind !== 'dir') throw new FuseError('EBADF', `unknown directory handle ${fh}`);
@@ -353,28 +395,49 @@ export class MirrorFs implements FuseOperations {
   };
 
   getattr = async (req: Req<'getattr'>): Promise<Buffer> => {
-    const fd = this.#fdOf(req.fh);
-    const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(this.#abs(this.#node(req.header.nodeid).path), { bigint: true });
+    // fstat(2) of a file unlinked while open comes without a handle: stat it through one.
+    const fd = this.#fdOf(req.fh) ?? this.#fdOfRemoved(req.header.nodeid);
+    let st: BigIntStats;
+    if (fd !== undefined) st = await fstatBig(fd, { bigint: true });
+    else {
+      try {
+        st = await fsp.lstat(this.#abs(this.#node(req.header.nodeid).path), { bigint: true });
+      } catch (err) {
+        // The name went away without this daemon seeing an UNLINK (a replayed one, answered
+        // from the filesystem, or a change in the source): an open handle still leads to it.
+        const open = (err as NodeJS.ErrnoException).code === 'ENOENT' ? this.#fdOfNode(req.header.nodeid) : undefined;
+        if (open === undefined) throw err;
+        st = await fstatBig(open, { bigint: true });
+      }
+    }
     return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
   };
 
   setattr = async (req: Req<'setattr'>): Promise<Buffer> => {
-    const abs = this.#abs(this.#node(req.header.nodeid).path);
-    const fd = req.valid & FATTR.FH ? this.#fdOf(req.fh) : undefined;
-    if (req.valid & FATTR.MODE) await fsp.chmod(abs, req.mode & 0o7777);
+    // A file unlinked while open has no path left: it is changed through an open handle.
+    const orphanFd = this.#fdOfRemoved(req.header.nodeid);
+    const abs = orphanFd === undefined ? this.#abs(this.#node(req.header.nodeid).path) : undefined;
+    const fd = (req.valid & FATTR.FH ? this.#fdOf(req.fh) : undefined) ?? orphanFd;
+    if (req.valid & FATTR.MODE) {
+      if (abs === undefined) await fchmodFd(fd!, req.mode & 0o7777);
+      else await fsp.chmod(abs, req.mode & 0o7777);
+    }
     if (req.valid & (FATTR.UID | FATTR.GID)) {
-      await fsp.lchown(abs, req.valid & FATTR.UID ? req.uid : -1, req.valid & FATTR.GID ? req.gid : -1);
+      const uid = req.valid & FATTR.UID ? req.uid : -1;
+      const gid = req.valid & FATTR.GID ? req.gid : -1;
+      if (abs === undefined) await fchownFd(fd!, uid, gid);
+      else await fsp.lchown(abs, uid, gid);
     }
     if (req.valid & FATTR.SIZE) {
       if (fd !== undefined) await ftruncateFd(fd, Number(req.size));
-      else await fsp.truncate(abs, Number(req.size));
+      else await fsp.truncate(abs!, Number(req.size));
     }
     if (req.valid & (FATTR.ATIME | FATTR.MTIME)) {
       const atime = timeSpec((req.valid & FATTR.ATIME) !== 0, (req.valid & FATTR.ATIME_NOW) !== 0, req.atime, req.atimensec);
       const mtime = timeSpec((req.valid & FATTR.MTIME) !== 0, (req.valid & FATTR.MTIME_NOW) !== 0, req.mtime, req.mtimensec);
-      setTimes(fd ?? abs, atime, mtime);
+      setTimes(fd ?? abs!, atime, mtime);
     }
-    const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(abs, { bigint: true });
+    const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(abs!, { bigint: true });
     return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
   };
 
@@ -453,7 +516,9 @@ export class MirrorFs implements FuseOperations {
       throw err;
     }
     const fh = this.#nextFh++;
-    const h: FileHandle = { kind: 'file', fd, flags, nodeid, unique: unique & ~FUSE_UNIQUE_RESEND, restored: false, dev: st.dev, ino: st.ino, backingId };
+    // Taken now: once the file is unlinked, only its handle leads back to it after a crash.
+    const handle = this.#asRoot ? fileHandleOrNone(fd) : undefined;
+    const h: FileHandle = { kind: 'file', fd, flags, nodeid, unique: unique & ~FUSE_UNIQUE_RESEND, restored: false, dev: st.dev, ino: st.ino, backingId, handle };
     this.#handles.set(fh, h);
     this.#checkpoint?.putHandle(fh, handleRecord(h));
     this.stats.opens++;
@@ -645,13 +710,24 @@ export class MirrorFs implements FuseOperations {
       this.#handles.delete(fh);
       if (h.kind === 'file' && h.fd >= 0) await closeFd(h.fd).catch(() => {});
     }
+    if (this.#sourceFd !== undefined) closeSync(this.#sourceFd);
+    this.#sourceFd = undefined;
+  }
+}
+
+/** The file handle of an open source file, or undefined where the filesystem has none. */
+function fileHandleOrNone(fd: number): Buffer | undefined {
+  try {
+    return fileHandleOf(fd) ?? undefined;
+  } catch {
+    return undefined;
   }
 }
 
 /** A handle as its checkpoint record. */
 function handleRecord(h: FileHandle | DirHandle): HandleRecord {
   return h.kind === 'file'
-    ? { kind: 'file', nodeid: h.nodeid, flags: h.flags, dev: h.dev, ino: h.ino, backingId: h.backingId, unique: h.unique }
+    ? { kind: 'file', nodeid: h.nodeid, flags: h.flags, dev: h.dev, ino: h.ino, backingId: h.backingId, unique: h.unique, ...(h.handle ? { handle: h.handle } : {}) }
     : { kind: 'dir', nodeid: h.nodeid, flags: 0, dev: 0n, ino: 0n, backingId: 0, unique: h.unique };
 }
 

@@ -8,7 +8,7 @@
 // INIT on; a resumed one restores the previous daemon's nodes and handles from the
 // checkpoint, adopts its journaled backing ids, and is served without INIT. Exiting never
 // unmounts: only `fusekeeper release NAME` does.
-import { realpathSync, statSync, writeFileSync } from 'node:fs';
+import { realpathSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { closeFd } from '../../native/index.ts';
 import { InitFlags } from '../../kernel/abi.ts';
@@ -38,6 +38,11 @@ export interface MirrorRunOptions {
   socket?: string;
   /** Supervised: the session name; default `sessionNameFromMountpoint(mountpoint)`. */
   name?: string;
+  /**
+   * Supervised: a warm standby. The ACQUIRE waits while the session has a live owner and is
+   * answered the moment it dies; everything that does not need the session is done before.
+   */
+  standby?: boolean;
 }
 
 /** A bad argument or environment, reported as one line with a non-zero exit. */
@@ -220,9 +225,10 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
     throw err;
   }
   try {
-    const session = await client.acquire(name, mirrorMountSpec(opts));
+    if (opts.standby) await prepareStandby(opts);
+    const session = await client.acquire(name, mirrorMountSpec(opts), { standby: opts.standby === true });
     try {
-      return await serveSession(client, session, opts);
+      return await serveSession(client, session, opts, process.hrtime.bigint());
     } finally {
       closeFd(session.fd);
     }
@@ -232,12 +238,29 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
   }
 }
 
-async function serveSession(client: SupervisorClient, session: AcquiredSession & SessionLink, opts: MirrorRunOptions): Promise<number> {
+/**
+ * What a warm standby does before it waits, so that taking over costs only what needs the
+ * session: the process is started, every module loaded and the supervisor connected by now;
+ * this also starts libuv's thread pool (the first fs call on it creates the threads) and
+ * checks the source directory, then says so.
+ */
+async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
+  const root = await fsp.stat(opts.source);
+  if (!root.isDirectory()) throw new UsageError(`source ${opts.source} is not a directory`);
+  opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid }, 'warm standby: waiting for the session');
+}
+
+async function serveSession(client: SupervisorClient, session: AcquiredSession & SessionLink, opts: MirrorRunOptions, acquiredAt: bigint): Promise<number> {
+  const us = (): number => Number((process.hrtime.bigint() - acquiredAt) / 1000n);
+  const resumeUs: Record<string, number> = {};
   const { fd, resumed } = session;
   // Resumed without saved INIT parameters: the previous owner died before answering INIT,
   // so the kernel sends it (again) and it is answered as on a fresh connection.
   const init = resumed && session.init ? decodeSessionInit(session.init) : undefined;
-  const mirror = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: session, previous: resumed ? readCheckpoint(session.checkpoint) : undefined } });
+  const previous = resumed ? readCheckpoint(session.checkpoint) : undefined;
+  resumeUs.checkpointRead = us();
+  const mirror = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: session, previous } });
+  resumeUs.restored = us();
   const backingHooks = journalHooks(session);
   opts.log.info(
     { event: 'mirrorfs.session', name: session.name, generation: session.generation, resumed, strategy: session.strategy, ...(mirror.restored ? { restored: mirror.restored } : {}) },
@@ -250,7 +273,9 @@ async function serveSession(client: SupervisorClient, session: AcquiredSession &
     const adopted = backing && session.strategy === 'journal' ? backing.adoptJournal(session.journal, (dev, ino) => mirror.restoredBackingRefs(dev, ino)) : [];
     mirror.setBacking(backing);
     if (session.strategy === 'journal') {
+      resumeUs.adoptSent = us();
       const { closed, probed } = await session.adopt(adopted.map((e) => e.id));
+      resumeUs.adopted = us();
       opts.log.info({ event: 'mirrorfs.adopted', adopted: adopted.length, closed, probed }, 'backing ids adopted');
     }
   }
@@ -269,6 +294,11 @@ async function serveSession(client: SupervisorClient, session: AcquiredSession &
     backingHooks,
     started: (s) => {
       server = s;
+      if (resumed) {
+        resumeUs.serving = us();
+        // From the ACQUIRE state sequence received to reading /dev/fuse, per step (µs).
+        opts.log.info({ event: 'mirrorfs.resumed', generation: session.generation, checkpointKeys: session.checkpoint.size, journal: session.journal.length, resumeUs }, 'serving the resumed session');
+      }
       if (draining) s.stop('stopped');
     },
     // Stop serving; the session stays mounted for the next daemon.

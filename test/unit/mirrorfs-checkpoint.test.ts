@@ -215,6 +215,8 @@ describe('MirrorFs restored from a checkpoint', () => {
     writeFileSync(join(source, 'sub', 'kept.txt'), 'kept contents');
     renameSync(join(source, 'replaced.txt'), join(dir, 'moved-away'));
     writeFileSync(join(source, 'replaced.txt'), 'another file');
+    // ...and the old file is gone for good (kept, a root daemon would find it by its file handle).
+    rmSync(join(dir, 'moved-away'));
 
     const sink2 = mapSink();
     for (const [k, v] of sink.map) sink2.map.set(k, v);

@@ -263,3 +263,38 @@ describe('ReplayGuard', () => {
     assert.deepEqual(guard.begin(mkdir(6n | R, 1n, 'b')), { key: 'intent/6', resolve: false });
   });
 });
+
+describe('extended attributes (found by bench/chaos.ts: stress-ng xattr got EEXIST after a replayed XATTR_CREATE)', () => {
+  const setxattr = (unique: bigint, nodeid: bigint, name: string, flags: number) => {
+    const head = Buffer.alloc(8);
+    head.writeUInt32LE(1, 0);
+    head.writeUInt32LE(flags, 4);
+    return parse(request(Opcode.SETXATTR, unique, nodeid, [head, cstr(name), Buffer.from('v')]));
+  };
+  const removexattr = (unique: bigint, nodeid: bigint, name: string) => parse(request(Opcode.REMOVEXATTR, unique, nodeid, [cstr(name)]));
+  /** A filesystem whose GETXATTR says the attribute is there (size 1) or not (ENODATA). */
+  const withXattr = (present: boolean) => ({
+    getxattr: (req: { header: { unique: bigint } }) => {
+      if (!present) throw Object.assign(new Error('no attribute'), { code: 'ENODATA', errno: 61 });
+      const b = Buffer.alloc(24);
+      b.writeUInt32LE(24, 0);
+      b.writeBigUInt64LE(req.header.unique, 8);
+      b.writeUInt32LE(1, 16);
+      return b;
+    },
+  });
+
+  test('SETXATTR with XATTR_CREATE and REMOVEXATTR get intent records, other SETXATTRs none', () => {
+    assert.ok(intentOf(setxattr(2n, 3n, 'user.a', 1)));
+    assert.ok(intentOf(removexattr(2n, 3n, 'user.a')));
+    assert.equal(intentOf(setxattr(2n, 3n, 'user.a', 0)), undefined);
+    assert.equal(intentOf(setxattr(2n, 3n, 'user.a', 2)), undefined);
+  });
+
+  test('a replayed XATTR_CREATE whose attribute exists, and a replayed REMOVEXATTR whose attribute is gone, succeed', async () => {
+    assert.equal(errorOf(await resolveReplay(setxattr(5n | R, 3n, 'user.a', 1), withXattr(true), ctx)), 0);
+    assert.equal(await resolveReplay(setxattr(6n | R, 3n, 'user.a', 1), withXattr(false), ctx), undefined, 'not there: it runs');
+    assert.equal(errorOf(await resolveReplay(removexattr(7n | R, 3n, 'user.a'), withXattr(false), ctx)), 0);
+    assert.equal(await resolveReplay(removexattr(8n | R, 3n, 'user.a'), withXattr(true), ctx), undefined, 'still there: it runs');
+  });
+});

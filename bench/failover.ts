@@ -1,0 +1,371 @@
+// Failover benchmark: how long applications wait when a daemon dies. `npm run failover`
+// (or `npm run bench -- failover`); `--rounds N` (default 100), `--only a,b`.
+//
+// Blackout of one crash = the longest stat()/open() seen by the 1 ms probe
+// (bench/drivers/probe.c, a separate process) among its iterations that began from 20 ms
+// before the SIGKILL to 1 s after it (or to 20 ms before the next crash). Reported as
+// min/median/p99/max over the rounds, side by side, each scenario with its own supervisor
+// (`fusekeeper serve`, the compiled CLI):
+//
+//   cold       mirrorfs as a managed daemon without a spare, restarted by the supervisor at
+//              once (backoffMs 0): a Node process starts, loads, connects, resumes
+//   warm       mirrorfs as a managed daemon with `standby: true`: the spare waits connected
+//              and takes over; the supervisor starts the next spare 100 ms later
+//   bare*      the bare hand-over: a minimal pre-connected standby (bench/drivers/bare-owner.ts,
+//              no filesystem state to restore) takes over from a SIGKILLed one of its kind:
+//              fence + backing-id cleanup + FUSE_NOTIFY_RESEND + fd pass + ADOPT, nothing else.
+//              Variants: 64 and 256 sessions held by the same supervisor; 10k and 100k real
+//              journaled backing ids to clean up (none adopted: the supervisor closes them all)
+//
+// Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), the time
+// from the kill to the supervisor's hand-over log line, for bare the kill -> standby holds
+// the session -> standby serves times (the standby's CLOCK_MONOTONIC stamps), and the
+// supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connectSupervisor, type SupervisorClient } from '../client/supervisor.ts';
+import { pidfdOpen, watchFd, closeFd } from '../native/index.ts';
+import type { SessionStatus } from '../supervisor/session.ts';
+import { startSupervisor, waitUntil, mountSpec, tempDir, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
+import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
+import { summarize, writeResult } from './lib.ts';
+
+const MIRRORFS = join(ROOT, 'bin/fusekeeper-mirrorfs.js');
+const BARE_SOURCE = join(ROOT, 'bench/drivers/bare-owner.ts');
+
+/**
+ * How to start the bare owner: bundled into one plain .mjs with esbuild (which tsx brings
+ * along) so that it is a small Node process without a TypeScript loader, as a daemon would
+ * be (a smaller process is also torn down faster after SIGKILL); with tsx if that fails.
+ */
+function bareCommand(): string[] {
+  // Inside the package, so that the bundle's `import 'koffi'` resolves to node_modules/koffi.
+  const cache = join(ROOT, 'node_modules/.cache/fusekeeper-bench');
+  mkdirSync(cache, { recursive: true });
+  const out = join(cache, 'bare-owner.mjs');
+  const esbuild = join(ROOT, 'node_modules/.bin/esbuild');
+  const r = existsSync(esbuild) ? spawnSync(esbuild, [BARE_SOURCE, '--bundle', '--platform=node', '--format=esm', '--external:koffi', `--outfile=${out}`, '--log-level=error'], { encoding: 'utf8' }) : null;
+  if (r?.status === 0) {
+    return [out];
+  }
+  return ['--import', 'tsx', BARE_SOURCE];
+}
+const SESSION = 'failover';
+const WINDOW_NS = 1_000_000_000n;
+
+interface Scenario {
+  name: string;
+  kind: 'cold' | 'warm' | 'bare';
+  sessions?: number;
+  ids?: number;
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: 'cold', kind: 'cold' },
+  { name: 'warm', kind: 'warm' },
+  { name: 'bare', kind: 'bare' },
+  { name: 'bare-64-sessions', kind: 'bare', sessions: 64 },
+  { name: 'bare-256-sessions', kind: 'bare', sessions: 256 },
+  { name: 'bare-10k-ids', kind: 'bare', ids: 10_000 },
+  { name: 'bare-100k-ids', kind: 'bare', ids: 100_000 },
+  { name: 'warm-256-sessions', kind: 'warm', sessions: 256 },
+];
+
+let abortRun!: (err: Error) => void;
+/** Rejects on SIGINT/SIGTERM, so that a run in progress stops and cleans up. */
+const aborted = new Promise<never>((_, reject) => (abortRun = reject));
+aborted.catch(() => {});
+const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
+
+const round2 = (x: number): number => Math.round(x * 100) / 100;
+const stats = (xs: number[]): Record<string, number> => Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : round2(v)]));
+const ms = (ns: number | bigint): number => Number(ns) / 1e6;
+
+function rssOf(pid: number): { rssMiB: number; peakMiB: number } {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(st)?.[1] ?? NaN);
+  return { rssMiB: round2(kb('VmRSS') / 1024), peakMiB: round2(kb('VmHWM') / 1024) };
+}
+
+/** A child printing JSON lines; `next(pred)` resolves with the first line (not yet taken) matching. */
+function jsonChild(cmd: string, args: string[]): { child: ChildProcess; lines: Record<string, unknown>[]; wait(pred: (o: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, unknown>>; stderr(): string } {
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  let partial = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => {
+    const parts = (partial + c).split('\n');
+    partial = parts.pop()!;
+    for (const p of parts) {
+      try {
+        lines.push(JSON.parse(p) as Record<string, unknown>);
+      } catch {
+        // not ours
+      }
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err = (err + c).slice(-8000)));
+  return {
+    child,
+    lines,
+    stderr: () => err,
+    wait: (pred, what, timeoutMs = 60_000) =>
+      waitUntil(() => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          const l = lines.find(pred);
+          if (l) return l;
+          throw new Error(`${what}: the process exited (${child.signalCode ?? child.exitCode}): ${err}`);
+        }
+        return lines.find(pred);
+      }, what, timeoutMs, 2),
+  };
+}
+
+interface RoundRecord {
+  killAt: bigint;
+  /** Kill -> the supervisor's session.recovered line (its ms clock), ms. */
+  handoverLogMs: number;
+  supervisorUs: number;
+  /** bare: kill -> the standby holds the session (ACQUIRE answered) / has ADOPTed / serves, ms. */
+  acquiredMs?: number;
+  /** bare: kill -> the owner's pidfd readable here (the kernel has torn the process down), ms. */
+  goneMs?: number;
+  adoptedMs?: number;
+  servingMs?: number;
+}
+
+/** mirrorfs's own account of each resume (its `mirrorfs.resumed` lines): ACQUIRE answered -> serving, per step. */
+function mirrorfsResume(stderr: string): Record<string, unknown> {
+  const steps: Record<string, number[]> = {};
+  for (const line of stderr.split('\n')) {
+    const at = line.indexOf('{"event":"mirrorfs.resumed"');
+    if (at < 0) continue;
+    try {
+      const e = JSON.parse(line.slice(at)) as { resumeUs: Record<string, number> };
+      for (const [k, v] of Object.entries(e.resumeUs)) (steps[k] ??= []).push(v / 1000);
+    } catch {
+      // cut line
+    }
+  }
+  return { mirrorfsAcquiredToMs: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, stats(v)])) };
+}
+
+async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | undefined> {
+  return ((await admin.status()) as { sessions: SessionStatus[] }).sessions.find((s) => s.name === SESSION);
+}
+
+async function runScenario(sc: Scenario, rounds: number, probeBin: string): Promise<Record<string, unknown>> {
+  const dir = tempDir('fusekeeper-failover-');
+  const mountpoint = join(dir, 'mnt');
+  mkdirSync(mountpoint);
+  const children: ChildProcess[] = [];
+  let sup: SupervisorProcess | undefined;
+  let admin: SupervisorClient | undefined;
+  let probe: ReturnType<typeof startProbe> | undefined;
+  let tmpfs: string | undefined;
+  try {
+    const bareCmd = bareCommand();
+    const spec = mountSpec(mountpoint, { fsName: 'failover', subtype: 'failover' });
+    let probeDir: string;
+    if (sc.kind === 'bare') {
+      sup = await startSupervisor({ dir });
+      probeDir = mountpoint;
+    } else {
+      const source = join(dir, 'src');
+      makeProbeFiles(join(source, 'probe'));
+      sup = await startSupervisor({
+        dir,
+        config: {
+          daemons: [
+            {
+              name: SESSION,
+              command: [process.execPath, MIRRORFS, source, mountpoint],
+              standby: sc.kind === 'warm',
+              backoffMs: sc.kind === 'warm' ? 100 : 0,
+              maxBackoffMs: sc.kind === 'warm' ? 100 : 0,
+              crashLoopCount: 1_000_000,
+              crashLoopWindowMs: 1,
+            },
+          ],
+        },
+      });
+      probeDir = join(mountpoint, 'probe');
+    }
+    admin = await connectSupervisor({ socket: sup.socket, role: 'cli', reconnect: false, heartbeatMs: 0 });
+    if (sc.sessions && sc.sessions > 1) {
+      const hold = jsonChild(process.execPath, [...bareCmd, JSON.stringify({ socket: sup.socket, name: 'held', mount: spec, hold: { count: sc.sessions - 1, dir: join(dir, 'held') } })]);
+      children.push(hold.child);
+      await hold.wait((o) => o.event === 'holding', 'the extra sessions', 120_000);
+    }
+    let backing: { dir: string; count: number; delayMs: number } | undefined;
+    if (sc.ids) {
+      tmpfs = join(dir, 'backing');
+      mkdirSync(tmpfs);
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,nr_inodes=200k', 'fusekeeper-failover', tmpfs]).status !== 0) throw new Error('mount tmpfs failed');
+      for (let i = 0; i < sc.ids; i++) writeFileSync(join(tmpfs, String(i)), '');
+      backing = { dir: tmpfs, count: sc.ids, delayMs: 1500 };
+    }
+
+    // Bare: the harness starts each owner; daemon k owns generation k.
+    const bare: ReturnType<typeof jsonChild>[] = [];
+    const spawnBare = (): ReturnType<typeof jsonChild> => {
+      const b = jsonChild(process.execPath, [...bareCmd, JSON.stringify({ socket: sup!.socket, name: SESSION, mount: spec, backing })]);
+      children.push(b.child);
+      bare.push(b);
+      return b;
+    };
+    const standbyWaits = (pid: number): Promise<unknown> => sup!.waitEvent('standby.waiting', (e) => e.session === SESSION && e.standby === pid, 60_000);
+    const ready = async (): Promise<void> => {
+      if (sc.kind === 'bare') {
+        const owner = bare.at(-2)!;
+        if (sc.ids) {
+          await owner.wait((o) => o.event === 'registered', 'the owner to register its backing ids', 120_000);
+          await waitUntil(async () => (await sessionStatus(admin!))?.liveBackingIds === sc.ids, `${sc.ids} journaled ids`, 120_000, 20);
+        }
+        await standbyWaits(bare.at(-1)!.child.pid!);
+      } else {
+        await waitUntil(async () => {
+          const s = await sessionStatus(admin!);
+          return s?.state === 'owned' && (sc.kind === 'cold' || s.standbys === 1);
+        }, 'the owner (and spare) to be in place', 60_000, 10);
+      }
+    };
+    if (sc.kind === 'bare') {
+      const first = spawnBare();
+      await first.wait((o) => o.event === 'serving', 'the first bare owner');
+      spawnBare();
+    }
+    await ready();
+    probe = startProbe(probeBin, probeDir, join(dir, 'probe.bin'));
+    await sleep(1000);
+
+    const records: RoundRecord[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const st = (await sessionStatus(admin))!;
+      const gen = st.generation;
+      const ownerPid = st.owner!.pid;
+      // Bare: watch the owner's pidfd, to tell its teardown from the hand-over.
+      let goneAt: bigint | undefined;
+      let pidfd = -1;
+      let watch: ReturnType<typeof watchFd> | undefined;
+      if (sc.kind === 'bare') {
+        pidfd = pidfdOpen(ownerPid);
+        watch = watchFd(pidfd, { readable: true }, () => {
+          goneAt ??= process.hrtime.bigint();
+        });
+      }
+      const killAt = process.hrtime.bigint();
+      const killWall = Date.now();
+      process.kill(ownerPid, 'SIGKILL');
+      const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000));
+      const round: RoundRecord = { killAt, handoverLogMs: (rec.time as number) - killWall, supervisorUs: rec.durationUs as number };
+      if (sc.kind === 'bare') {
+        const next = bare.at(-1)!;
+        const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
+        round.acquiredMs = ms(BigInt(s.acquiredAt as string) - killAt);
+        round.adoptedMs = ms(BigInt(s.adoptedAt as string) - killAt);
+        round.servingMs = ms(BigInt(s.servingAt as string) - killAt);
+        await waitUntil(() => goneAt !== undefined, 'the owner pidfd', 10_000, 1);
+        watch!.close();
+        closeFd(pidfd);
+        round.goneMs = ms(goneAt! - killAt);
+        spawnBare();
+      }
+      records.push(round);
+      // Let the blackout window pass before the next crash gets ready (spawning disturbs it).
+      await guard(sleep(Math.max(0, 1000 - Number(process.hrtime.bigint() - killAt) / 1e6)));
+      await guard(ready());
+      await guard(sleep(100));
+    }
+    const end = process.hrtime.bigint();
+    const probeRecords: ProbeRecord[] = await probe.stop();
+    probe = undefined;
+    const errors = probeRecords.filter((x) => x.err !== 0).length;
+    const per = blackoutsToResume(probeRecords, records.map((x) => x.killAt));
+    const within1s = blackouts(probeRecords, records.map((x) => x.killAt), end, 20_000_000n, WINDOW_NS);
+    const memory = rssOf(sup.pid);
+    const result: Record<string, unknown> = {
+      rounds: records.length,
+      blackoutMs: stats(per.map((b) => ms(b.ns))),
+      killToProbeResumedMs: stats(per.map((b) => ms(b.resumedAfterNs))),
+      longestWaitWithin1sMs: stats(within1s.map((b) => ms(b.ns))),
+      killToHandoverLogMs: stats(records.map((x) => x.handoverLogMs)),
+      supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
+      ...(sc.kind === 'bare'
+        ? {
+            killToStandbyAcquiredMs: stats(records.map((x) => x.acquiredMs!)),
+            killToStandbyAdoptedMs: stats(records.map((x) => x.adoptedMs!)),
+            killToStandbyServingMs: stats(records.map((x) => x.servingMs!)),
+            killToOwnerGoneMs: stats(records.map((x) => x.goneMs!)),
+            ownerGoneToStandbyAcquiredMs: stats(records.map((x) => x.acquiredMs! - x.goneMs!)),
+            ownerGoneToStandbyServingMs: stats(records.map((x) => x.servingMs! - x.goneMs!)),
+          }
+        : {}),
+      ...(sc.kind !== 'bare' ? mirrorfsResume(sup.stderr()) : {}),
+      probeErrors: errors,
+      probeIterations: probeRecords.length,
+      sessionsHeld: (((await admin.status()) as { sessions: unknown[] }).sessions).length,
+      journaledIdsPerCrash: sc.ids ?? 0,
+      supervisor: memory,
+    };
+    return result;
+  } finally {
+    probe?.child.kill('SIGKILL');
+    admin?.close();
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? null : new Promise((r) => c.once('exit', r)))));
+    await sup?.cleanup();
+    if (tmpfs && existsSync(tmpfs)) spawnSync('umount', ['-l', tmpfs]);
+    spawnSync('rm', ['-rf', dir]);
+  }
+}
+
+export async function run(argv: string[] = []): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' } } });
+  const rounds = Number(values.rounds ?? process.env.FAILOVER_ROUNDS ?? 100);
+  const only = values.only?.split(',');
+  if (process.getuid?.() !== 0) throw new Error('failover: needs root');
+  if (!existsSync(join(ROOT, 'dist/bin/cli/mirrorfs.js'))) throw new Error('failover: run `npm run prepare` first');
+  const buildDir = tempDir('fusekeeper-probe-');
+  const probeBin = buildProbe(buildDir);
+  const figures: Record<string, unknown> = {
+    rounds,
+    blackout:
+      'per crash: the longest stat()/open() of a 1 ms probe (a separate process, one call at a time) among its iterations that began from 20 ms before the SIGKILL until the first iteration begun after the SIGKILL completed (the wait the application saw). longestWaitWithin1sMs: the same over every iteration begun up to 1 s after the SIGKILL (includes slowness after the recovery, e.g. a new spare starting)',
+    loadAverageBefore: loadavg().map(round2),
+  };
+  const onSignal = (): void => abortRun(new Error('interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    for (const sc of SCENARIOS) {
+      if (only && !only.includes(sc.name)) continue;
+      const t = Date.now();
+      process.stdout.write(`failover: ${sc.name} (${rounds} rounds)...\n`);
+      const res = await runScenario(sc, rounds, probeBin);
+      figures[sc.name] = { ...res, seconds: Math.round((Date.now() - t) / 1000) };
+      const b = res.blackoutMs as Record<string, number>;
+      process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max}; supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    spawnSync('rm', ['-rf', buildDir]);
+  }
+  figures.loadAverageAfter = loadavg().map(round2);
+  const table = Object.fromEntries(
+    SCENARIOS.filter((s) => figures[s.name]).map((s) => {
+      const f = figures[s.name] as { blackoutMs: Record<string, number>; supervisorRecoveryUs: Record<string, number>; supervisor: { rssMiB: number } };
+      return [s.name, { ...f.blackoutMs, supervisorMedianUs: f.supervisorRecoveryUs.median, rssMiB: f.supervisor.rssMiB }];
+    }),
+  );
+  console.log('blackout (ms) per scenario:');
+  console.table(table);
+  writeResult(only ? `failover-${only.join('+')}` : 'failover', figures);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await run(process.argv.slice(2));
