@@ -584,7 +584,7 @@ async function main(): Promise<void> {
       longestStallMs: ms(anyLatency(longest)),
       longestStallCall: longest ? PROBE_OPS[[longest.stat, longest.open, longest.read, longest.close].indexOf(anyLatency(longest)) + 1] : null,
       blackoutMs: {
-        definition: 'per crash: the longest stat()/open() of the 1 ms probe (one call at a time) among iterations that began from 20 ms before the crash until the first iteration begun after it completed',
+        definition: 'per crash: the longest call (stat, open, read or close) of the 1 ms probe (one call at a time) among iterations that began from 20 ms before the crash until the first iteration begun 1 ms or more after it completed',
         ...stats(perCrash.filter((b) => !Number.isNaN(b.ns)).map((b) => ms(b.ns))),
       },
       longestWaitBetweenCrashesMs: { definition: 'per crash: the longest stat()/open() among iterations that began from 20 ms before it to 20 ms before the next crash', ...stats(perWindow.map((b) => ms(b.ns))) },

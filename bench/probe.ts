@@ -113,24 +113,30 @@ export function blackouts(records: ProbeRecord[], crashes: bigint[], end: bigint
 }
 
 /**
- * Blackout per crash, the strict way: the probe is one sequential process, so after a crash
+ * Blackout per crash (`ns`: the longest call of any kind, since a crash can catch the probe
+ * in its read or close as well; `statOpenNs`: stat()/open() only), the strict way: the probe is one sequential process, so after a crash
  * at t the first iteration that begins 1 ms or more after t is sure to need the new daemon
  * (the killed one may still finish writing a reply it had begun), and the ones before it may
  * wait for it too. The blackout is the longest stat()/open()
  * among iterations that began from `slackNs` before t up to the end of that first iteration:
  * the wait the application saw, without whatever slowness came later (a new spare starting).
  */
-export function blackoutsToResume(records: ProbeRecord[], crashes: bigint[], slackNs = 20_000_000n, settleNs = 1_000_000n): { ns: number; resumedAfterNs: number }[] {
+export function blackoutsToResume(records: ProbeRecord[], crashes: bigint[], slackNs = 20_000_000n, settleNs = 1_000_000n): { ns: number; statOpenNs: number; resumedAfterNs: number }[] {
   const total = (r: ProbeRecord): bigint => BigInt(r.stat) + BigInt(r.open) + BigInt(r.read) + BigInt(r.close);
   return crashes.map((t) => {
     // A reply the daemon was writing when SIGKILL came still lands: the first iteration that
     // needs the new daemon is the first begun `settleNs` (1 ms) after the kill.
     let i = records.findIndex((r) => r.start >= t + settleNs);
-    if (i < 0) return { ns: NaN, resumedAfterNs: NaN };
+    if (i < 0) return { ns: NaN, statOpenNs: NaN, resumedAfterNs: NaN };
     const resumed = records[i]!.start + total(records[i]!);
     let ns = 0;
-    for (let j = i; j >= 0 && records[j]!.start >= t - slackNs; j--) ns = Math.max(ns, metaLatency(records[j]!));
-    for (; i < records.length && records[i]!.start <= resumed; i++) ns = Math.max(ns, metaLatency(records[i]!));
-    return { ns, resumedAfterNs: Number(resumed - t) };
+    let statOpenNs = 0;
+    const take = (r: ProbeRecord): void => {
+      ns = Math.max(ns, anyLatency(r));
+      statOpenNs = Math.max(statOpenNs, metaLatency(r));
+    };
+    for (let j = i; j >= 0 && records[j]!.start >= t - slackNs; j--) take(records[j]!);
+    for (; i < records.length && records[i]!.start <= resumed; i++) take(records[i]!);
+    return { ns, statOpenNs, resumedAfterNs: Number(resumed - t) };
   });
 }
