@@ -35,6 +35,7 @@ import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, waitUntil, unmountUnder, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, anyLatency, metaLatency, PROBE_OPS } from './probe.ts';
 import { summarize, writeResult } from './lib.ts';
+import { mulberry32 } from '../test/unit/fixtures/prng.ts';
 
 const MIRRORFS = join(ROOT, 'bin/fusekeeper-mirrorfs.js');
 const FAULTS = ['after-exec:mkdir', 'after-exec:create', 'after-exec:unlink', 'after-exec:rename', 'after-backing-open'] as const;
@@ -74,16 +75,8 @@ const DEPTH = Number(args.depth);
 const FAULT_SHARE = Number(args['fault-share']);
 const MAX_KILL_DELAY = Number(args['max-kill-delay']);
 const MAX_MS = Number(args['max-minutes']) * 60_000;
-let seed = Number(args.seed ?? Date.now() % 2 ** 31);
-const SEED = seed;
-/** mulberry32 */
-function random(): number {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const SEED = Number(args.seed ?? Date.now() % 2 ** 31);
+const random = mulberry32(SEED);
 
 function requireTools(): void {
   if (process.getuid?.() !== 0) throw new Error('chaos: needs root (mounts FUSE and tmpfs)');

@@ -49,6 +49,7 @@ import {
   type RequestHeader,
 } from '../../client/fuse/codec.ts';
 import * as fb from './fixtures/fuse-builder.ts';
+import { mulberry32 } from './fixtures/prng.ts';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -675,17 +676,6 @@ test('negotiateInit: kernel major 6 or minor below 23 is EPROTO', () => {
 });
 
 // Fuzz.
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('fuzz: parseRequest never throws and never reports a decoder failure (seeded, 20k inputs)', () => {
   const rnd = mulberry32(0x5eed1234);

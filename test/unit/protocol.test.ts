@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
+import { mulberry32 } from './fixtures/prng.ts';
 import {
   AcquireCollector,
   ERRNO,
@@ -613,20 +614,8 @@ test('sessionNameFromMountpoint: deterministic, valid, lossless names stay reada
 // ---------------------------------------------------------------------------------------------
 // Fuzz
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test('fuzz: 50k random and mutated frames never throw; accepted frames re-encode identically', () => {
-  const rand = prng(0x5eed);
+  const rand = mulberry32(0x5eed);
   const int = (n: number) => Math.floor(rand() * n);
   const seeds = [...SAMPLES.filter((s) => s.msg.type !== 'checkpoint_entry' || s.msg.value.length < 100).map((s) => ({ buf: encodeMessage(s.msg, s.requestId), fds: s.fds })), ...FIXTURES.map((f) => ({ buf: f.buf, fds: f.fds }))];
   const interesting = [0, 1, 0x7f, 0x80, 0xff, 0x46, 0x4b];
