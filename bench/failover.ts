@@ -130,7 +130,7 @@ interface RoundRecord {
   /** Kill -> the supervisor's session.recovered line (its ms clock), ms. */
   handoverLogMs: number;
   supervisorUs: number;
-  /** bare: kill -> the standby holds the session (ACQUIRE answered) / has ADOPTed / serves, ms. */
+  /** bare: kill -> the standby holds the session (ACQUIRE answered) / serves / is answered ADOPTED, ms. */
   acquiredMs?: number;
   /** bare: kill -> the owner's pidfd readable here (the kernel has torn the process down), ms. */
   goneMs?: number;
@@ -275,8 +275,9 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
+        const a = await guard(next.wait((o) => o.event === 'adopted', 'the standby to be answered ADOPTED'));
         round.acquiredMs = ms(BigInt(s.acquiredAt as string) - killAt);
-        round.adoptedMs = ms(BigInt(s.adoptedAt as string) - killAt);
+        round.adoptedMs = ms(BigInt(a.adoptedAt as string) - killAt);
         round.servingMs = ms(BigInt(s.servingAt as string) - killAt);
         await waitUntil(() => goneAt !== undefined, 'the owner pidfd', 10_000, 1);
         watch!.close();

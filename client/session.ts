@@ -45,7 +45,10 @@ export interface SessionLink {
   checkpointDelete(key: string): void;
   /**
    * After a resume: the journaled ids this owner keeps. The supervisor closes every other id
-   * it handed over and those a dead owner opened but never reported. Call it before serving.
+   * it handed over (those a dead owner opened but never reported were closed before the
+   * hand-over). Every ADOPT frame is in the socket when it returns, ahead of any later
+   * journal report, so the owner may serve at once and await the promise alongside; it
+   * rejects if the supervisor refused the list (a bug: the ids it names were not handed over).
    */
   adopt(ids: readonly number[]): Promise<{ closed: number; probed: number }>;
 }

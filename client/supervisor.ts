@@ -430,14 +430,12 @@ export class SupervisorClient {
     this.#oneWay(frame);
   }
 
-  /** @internal ADOPT in chunks; resolves with the last answer. */
+  /** @internal ADOPT in chunks, all sent before it returns; resolves with the last answer. */
   async adopt(ids: readonly number[]): Promise<{ closed: number; probed: number }> {
-    let last: ControlMessage | undefined;
-    for (const chunk of chunkAdopt(ids)) {
-      last = await this.#request(chunk);
-      if (last.type === 'error') throw SupervisorError.from(last);
-    }
-    if (last?.type !== 'adopted') throw this.#unexpected(last!);
+    const replies = await Promise.all(chunkAdopt(ids).map((chunk) => this.#request(chunk)));
+    for (const r of replies) if (r.type === 'error') throw SupervisorError.from(r);
+    const last = replies.at(-1)!;
+    if (last.type !== 'adopted') throw this.#unexpected(last);
     return { closed: last.closed, probed: last.probed };
   }
 }

@@ -2,7 +2,7 @@
 // owner, clean backing ids, replay in-flight requests. The order matters: two readers on one
 // connection corrupt it, and probing for unreported ids is only safe while nobody can
 // allocate new ones.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { pidfdSendSignal, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
 import { FuseKernelError } from '../kernel/errors.ts';
@@ -22,16 +22,20 @@ export class RecoveryError extends Error {
 }
 
 /**
- * Makes sure the owner's process is gone: kills it if it still lives (hung, disconnected or
- * draining too long) and waits until its pidfd reports the exit. The kernel closes a
- * process's fds before the pidfd becomes readable, so afterwards it reads nothing more from
- * /dev/fuse. Returns whether a kill was needed.
+ * Makes sure the owner's process reads nothing more from /dev/fuse: kills it if it still
+ * lives (hung, disconnected or draining too long) and waits until its pidfd reports the exit
+ * (the kernel closes a process's fds before that). An owner already dying, disconnected and
+ * without fds needs no wait. Returns whether a kill was needed.
  */
 export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boolean> {
   if (owner.exited) return false;
   // A crashed owner's socket reaches EOF before its pidfd turns readable: it is dying, not
   // hung. SIGKILL is harmless then, but it was not a fence.
-  let killed = !isExiting(owner.pid);
+  const exiting = isExiting(owner.pid);
+  // Dying and disconnected, with no fd left in any thread: it can read /dev/fuse no more, and
+  // the pidfd would only report the rest of its exit (often 1-4 ms later on a busy machine).
+  if (exiting && owner.connection === null && fdsDropped(owner.pid)) return false;
+  let killed = !exiting;
   try {
     pidfdSendSignal(owner.pidfd, 'SIGKILL');
   } catch (err) {
@@ -49,6 +53,30 @@ export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boole
   return killed;
 }
 
+/**
+ * Whether no thread of process `pid` has an open fd. do_exit() closes a thread's fds
+ * (exit_files) before the process's pidfd turns readable (exit_notify, after every thread),
+ * and a thread inside read() on /dev/fuse has not reached exit_files. False when a fd list
+ * cannot be read (EACCES without root): then only the pidfd tells.
+ */
+export function fdsDropped(pid: number): boolean {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+  for (const tid of tids) {
+    try {
+      if (readdirSync(`/proc/${pid}/task/${tid}/fd`).length > 0) return false;
+    } catch (err) {
+      // ENOENT: the thread is gone.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    }
+  }
+  return true;
+}
+
 /** PF_EXITING in the kernel's flags word of the process (field 9 of /proc/<pid>/stat). */
 const PF_EXITING = 0x4;
 
@@ -56,7 +84,7 @@ const PF_EXITING = 0x4;
  * Whether process `pid` is already exiting (or gone). Only asked while its pidfd has not
  * reported the exit, so the pid still names the owner.
  */
-function isExiting(pid: number): boolean {
+export function isExiting(pid: number): boolean {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -2,11 +2,12 @@
 // modules beyond the SDK and the FUSE request loop. It connects, acquires as a warm standby,
 // and serves a tiny in-memory filesystem (files p0..p15 of 4 KiB in the root, every entry and
 // attribute with a zero timeout, so each stat/open of the probe reaches the daemon). On a
-// resumed session it ADOPTs no backing id (the supervisor closes every journaled one) before
-// serving, as a daemon with nothing open would. With `backing` it then registers COUNT real
+// resumed session it sends ADOPT with no backing id (the supervisor closes every journaled
+// one) and serves without waiting for ADOPTED, as a daemon with nothing open would. With `backing` it then registers COUNT real
 // backing ids on files of DIR and journals each, so that the next hand-over has them to clean.
 // Prints JSON lines with CLOCK_MONOTONIC times (ns, process.hrtime.bigint()):
-//   {"event":"serving", pid, generation, resumed, acquiredAt, adoptedAt, servingAt}
+//   {"event":"serving", pid, generation, resumed, acquiredAt, servingAt}
+//   {"event":"adopted", adoptedAt}   (resumed: when ADOPTED arrived)
 //   {"event":"registered", count}
 // With `hold` it instead acquires that many extra sessions (HOLD_DIR/<i>, named NAME-<i>),
 // answers nothing, prints {"event":"holding"} and sleeps: sessions that only make the
@@ -98,7 +99,6 @@ if (cfg.hold) {
   out({ event: 'connected', pid: process.pid });
   const session = await client.acquire(cfg.name, cfg.mount, { standby: true });
   const acquiredAt = process.hrtime.bigint();
-  let adoptedAt = acquiredAt;
   const register = (): void => {
     if (!cfg.backing) return;
     for (let i = 0; i < cfg.backing.count; i++) {
@@ -112,8 +112,13 @@ if (cfg.hold) {
   };
   const resume = session.resumed && session.init ? decodeSessionInit(session.init) : undefined;
   if (session.resumed && session.strategy === 'journal') {
-    await session.adopt([]);
-    adoptedAt = process.hrtime.bigint();
+    session.adopt([]).then(
+      () => out({ event: 'adopted', adoptedAt: process.hrtime.bigint() }),
+      (err: Error) => {
+        process.stderr.write(`ADOPT failed: ${err.message}\n`);
+        process.exit(1);
+      },
+    );
   }
   const server = new FuseServer(session.fd, ops, {
     init: { flags: InitFlags.PASSTHROUGH | InitFlags.HAS_RESEND | InitFlags.ASYNC_READ, maxWrite: 128 * 1024 },
@@ -126,6 +131,6 @@ if (cfg.hold) {
   });
   server.start();
   const servingAt = process.hrtime.bigint();
-  out({ event: 'serving', pid: process.pid, generation: session.generation, resumed: session.resumed, acquiredAt, adoptedAt, servingAt });
+  out({ event: 'serving', pid: process.pid, generation: session.generation, resumed: session.resumed, acquiredAt, servingAt });
   if (session.resumed) setTimeout(register, cfg.backing?.delayMs ?? 0);
 }

@@ -266,22 +266,35 @@ async function serveSession(client: SupervisorClient, session: AcquiredSession &
     { event: 'mirrorfs.session', name: session.name, generation: session.generation, resumed, strategy: session.strategy, ...(mirror.restored ? { restored: mirror.restored } : {}) },
     resumed ? 'resuming the session of a previous daemon' : 'fresh session',
   );
+  // A planned hand-over: stop reading, answer what was read, then say DRAINED and exit.
+  let draining = false;
+  let server: FuseServer | undefined;
+  let adoptRefused = false;
   if (resumed) {
-    // Journaled ids are adopted before serving: until ADOPTED the supervisor may still be
-    // probing for unreported ids, and any id opened meanwhile would be closed.
     const backing = init?.passthrough ? new BackingTable(fd, true, backingHooks, opts.log) : null;
     const adopted = backing && session.strategy === 'journal' ? backing.adoptJournal(session.journal, (dev, ino) => mirror.restoredBackingRefs(dev, ino)) : [];
     mirror.setBacking(backing);
     if (session.strategy === 'journal') {
+      // Every ADOPT frame is sent before serving starts; ADOPTED is not waited for
+      // (docs/protocol.md, ADOPT).
       resumeUs.adoptSent = us();
-      const { closed, probed } = await session.adopt(adopted.map((e) => e.id));
-      resumeUs.adopted = us();
-      opts.log.info({ event: 'mirrorfs.adopted', adopted: adopted.length, closed, probed }, 'backing ids adopted');
+      session.adopt(adopted.map((e) => e.id)).then(
+        ({ closed, probed }) => opts.log.info({ event: 'mirrorfs.adopted', adopted: adopted.length, closed, probed, afterUs: us() }, 'backing ids adopted'),
+        (err: Error & { code?: string }) => {
+          if (err.code !== 'EINVAL') {
+            // The link broke; the client re-sends the kept journal when it reconnects.
+            opts.log.warn({ event: 'mirrorfs.adopt_unanswered', err: err.message }, 'ADOPT was not answered');
+            return;
+          }
+          // The supervisor did not take the list: ids in use here may be closed. Give the
+          // session up so that the next owner adopts from an intact journal.
+          adoptRefused = true;
+          opts.log.error({ event: 'mirrorfs.adopt_refused', err: err.message }, 'the supervisor refused ADOPT; stopping');
+          server?.stop('error');
+        },
+      );
     }
   }
-  // A planned hand-over: stop reading, answer what was read, then say DRAINED and exit.
-  let draining = false;
-  let server: FuseServer | undefined;
   client.onDrainRequest(() => {
     draining = true;
     server?.stop('stopped');
@@ -294,6 +307,7 @@ async function serveSession(client: SupervisorClient, session: AcquiredSession &
     backingHooks,
     started: (s) => {
       server = s;
+      if (adoptRefused) s.stop('error');
       if (resumed) {
         resumeUs.serving = us();
         // From the ACQUIRE state sequence received to reading /dev/fuse, per step (µs).
