@@ -95,6 +95,9 @@ if (cfg.hold) {
     batch_forget: () => {},
   };
 
+  const init = { flags: InitFlags.PASSTHROUGH | InitFlags.HAS_RESEND | InitFlags.ASYNC_READ, maxWrite: 128 * 1024 };
+  // A warm standby has run its request path once before it waits (client/fuse/rehearsal.ts).
+  await FuseServer.rehearse(ops, { init, name: 'p0' });
   const client = await connectSupervisor({ socket: cfg.socket, clientName: `bare owner ${process.pid}`, heartbeatMs: 0, reconnect: false });
   out({ event: 'connected', pid: process.pid });
   const session = await client.acquire(cfg.name, cfg.mount, { standby: true });
@@ -121,7 +124,7 @@ if (cfg.hold) {
     );
   }
   const server = new FuseServer(session.fd, ops, {
-    init: { flags: InitFlags.PASSTHROUGH | InitFlags.HAS_RESEND | InitFlags.ASYNC_READ, maxWrite: 128 * 1024 },
+    init,
     resume,
     link: session,
     log: { info() {}, warn: (o, m) => process.stderr.write(`${m} ${JSON.stringify(o)}\n`), error: (o, m) => process.stderr.write(`${m} ${JSON.stringify(o)}\n`) },

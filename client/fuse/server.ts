@@ -24,6 +24,7 @@ import type { SessionLink } from '../session.ts';
 import { ReplayGuard, resolveReplay } from './replay.ts';
 import { encodeSessionInit } from './session-init.ts';
 import { faultPoint } from './fault.ts';
+import { rehearseRequests, type RehearsalReport } from './rehearsal.ts';
 
 const { EAGAIN, EINTR, ENOENT, ENODEV, ENOSYS, EIO, EPROTO } = constants.errno;
 
@@ -124,6 +125,30 @@ export class FuseServer {
   readonly done: Promise<StopReason>;
   /** Requests answered (or consumed, for those without reply). */
   requests = 0;
+  /** Rehearsal only: where replies go instead of the fd. */
+  #sink: ((reply: Buffer) => void) | undefined;
+
+  /**
+   * Runs a short read-only script of requests (see rehearsal.ts) through `ops` with the same
+   * parse, dispatch and reply code as a served connection, replies going nowhere and no
+   * session link, so that the first requests after a take-over do not pay for V8's
+   * first-run compilation. For a warm standby, before it waits. The handlers run for real
+   * (a LOOKUP, OPEN and READ of root entry `name`, if given): give it operations whose
+   * state is thrown away, not the instance that will serve the session.
+   */
+  static rehearse(ops: FuseOperations, opts: { init: InitWanted; name?: string }): Promise<RehearsalReport> {
+    const quiet: FuseLogger = { info() {}, warn() {}, error() {} };
+    const server = new FuseServer(-1, ops, { init: opts.init, log: quiet });
+    return rehearseRequests((frame) => server.#rehearseOne(frame), opts.init.flags, opts.name);
+  }
+
+  #rehearseOne(frame: Buffer): Promise<Buffer | null> {
+    return new Promise((resolve) => {
+      this.#sink = resolve;
+      this.#dispatch(frame);
+      if (!expectsReply(frame.readUInt32LE(4))) resolve(null);
+    });
+  }
 
   constructor(fd: number, ops: FuseOperations, opts: FuseServerOptions) {
     this.fd = fd;
@@ -191,6 +216,10 @@ export class FuseServer {
   }
 
   #write(reply: Buffer, opcode: number): void {
+    if (this.#sink) {
+      this.#sink(reply);
+      return;
+    }
     if (this.#opts.debug) this.#log.info({ event: 'fuse.reply' }, describeReply(reply, opcode));
     const n = writeFd(this.fd, reply);
     if (n === reply.length) return;
@@ -260,7 +289,7 @@ export class FuseServer {
     const answer = (reply: Buffer): void => {
       this.#inFlight.delete(unique);
       // Test-only (FUSEKEEPER_FAULT=after-exec:<op>): die with the operation done and unanswered.
-      if (!isResend(unique)) faultPoint(`after-exec:${req.op}`);
+      if (!isResend(unique) && !this.#sink) faultPoint(`after-exec:${req.op}`);
       this.#write(reply, opcode);
       if (ticket.key !== undefined) this.#replay.end(ticket.key);
     };

@@ -241,13 +241,31 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
 /**
  * What a warm standby does before it waits, so that taking over costs only what needs the
  * session: the process is started, every module loaded and the supervisor connected by now;
- * this also starts libuv's thread pool (the first fs call on it creates the threads) and
- * checks the source directory, then says so.
+ * this also starts libuv's thread pool (the first fs call on it creates the threads), checks
+ * the source directory, and rehearses the request path (FuseServer.rehearse) on a scratch
+ * mirror of the source that is thrown away: a few read-only requests, looking up and reading
+ * the first regular file of the source root if there is one.
  */
 async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
   const root = await fsp.stat(opts.source);
   if (!root.isDirectory()) throw new UsageError(`source ${opts.source} is not a directory`);
-  opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid }, 'warm standby: waiting for the session');
+  let name: string | undefined;
+  const dir = await fsp.opendir(opts.source);
+  for await (const e of dir) {
+    name ??= e.name;
+    if (e.isFile()) {
+      name = e.name;
+      break;
+    }
+  }
+  const scratch = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} } } });
+  let rehearsal;
+  try {
+    rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name });
+  } finally {
+    await scratch.closeAll();
+  }
+  opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid, rehearsal }, 'warm standby: waiting for the session');
 }
 
 async function serveSession(client: SupervisorClient, session: AcquiredSession & SessionLink, opts: MirrorRunOptions, acquiredAt: bigint): Promise<number> {
