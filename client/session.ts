@@ -2,9 +2,9 @@
 // the state the previous owner left, and the one-way calls that keep that state current.
 // `client/supervisor.ts` implements it over the control socket; `client/fuse/` uses only
 // this interface, so the FUSE server does not depend on how the state travels.
-import type { CleanupStrategy, JournalEntry } from '../protocol/index.ts';
+import type { CleanupStrategy, JournalEntries, JournalEntry } from '../protocol/index.ts';
 
-export type { CleanupStrategy, JournalEntry };
+export type { CleanupStrategy, JournalEntries, JournalEntry };
 
 /** The result of `acquire()`. */
 export interface AcquiredSession {
@@ -22,8 +22,12 @@ export interface AcquiredSession {
   readonly init: Buffer | null;
   /** The checkpoint as the previous owner left it (empty when fresh). */
   readonly checkpoint: ReadonlyMap<string, Buffer>;
-  /** Backing ids the previous owners opened and did not close, with their inodes. */
-  readonly journal: readonly JournalEntry[];
+  /**
+   * Backing ids the previous owners opened and did not close, with their inodes; empty when
+   * fresh. Packed: `length`, `id(i)`, `dev(i)`, `ino(i)`, or iterate it for JournalEntry
+   * objects (`toArray()` for an array).
+   */
+  readonly journal: JournalEntries;
 }
 
 /**

@@ -20,12 +20,15 @@ import {
   decodeMessage,
   encodeJournalClose,
   encodeJournalOpen,
+  encodeJournalOpenWire,
   encodeMessage,
+  HEADER_SIZE,
+  JournalEntries,
+  JournalStore,
   MAX_MESSAGE,
   PROTOCOL_VERSION,
   type ControlMessage,
   type ErrorMessage,
-  type JournalEntry,
   type MountSpec,
   type Role,
   type CleanupStrategy,
@@ -195,7 +198,7 @@ export class SupervisorClient {
     if (this.#session) throw new SupervisorError('EBUSY', 16, `this client already owns session ${this.#session.name}`);
     const reply = await this.#request({ type: 'store', name, mount }, fd);
     if (reply.type !== 'stored') throw this.#unexpected(reply);
-    const session = new ClientSession(this, name, mount, fd, { resumed: false, generation: reply.generation, strategy: this.#info?.closeAll ? 'close-all' : 'journal', init: null, checkpoint: new Map(), journal: [] });
+    const session = new ClientSession(this, name, mount, fd, { resumed: false, generation: reply.generation, strategy: this.#info?.closeAll ? 'close-all' : 'journal', init: null, checkpoint: new Map(), journal: JournalEntries.EMPTY });
     this.#own(session);
     return session;
   }
@@ -345,7 +348,7 @@ export class SupervisorClient {
         this.#linkBroken(link, new SupervisorError('ECONNRESET', 104, 'the supervisor closed the connection'));
         return;
       }
-      const d = r.truncated ? null : decodeMessage(r.data, r.fds.length + r.extraFdsClosed, { from: 'supervisor' });
+      const d = r.truncated ? null : decodeMessage(r.data, r.fds.length + r.extraFdsClosed, { from: 'supervisor', packedJournal: true });
       if (!d || !d.ok) {
         closeAll(r.fds);
         this.#linkBroken(link, new SupervisorError('EPROTO', 71, `malformed frame from the supervisor: ${d && !d.ok ? d.error.message : 'oversized'}`));
@@ -450,17 +453,17 @@ export class ClientSession implements AcquiredSession, SessionLink {
   readonly strategy: CleanupStrategy;
   readonly init: Buffer | null;
   readonly checkpoint: ReadonlyMap<string, Buffer>;
-  readonly journal: readonly JournalEntry[];
+  readonly journal: JournalEntries;
   readonly #client: SupervisorClient;
   /** What the supervisor holds, re-sent after a reconnect. */
-  readonly #state: { init: Buffer | null; checkpoint: Map<string, Buffer>; journal: Map<number, JournalEntry> };
+  readonly #state: { init: Buffer | null; checkpoint: Map<string, Buffer>; journal: JournalStore };
 
   constructor(
     client: SupervisorClient,
     name: string,
     mount: MountSpec,
     fd: number,
-    handed: { resumed: boolean; generation: number; strategy: CleanupStrategy; init: Buffer | null; checkpoint: Map<string, Buffer>; journal: JournalEntry[] },
+    handed: { resumed: boolean; generation: number; strategy: CleanupStrategy; init: Buffer | null; checkpoint: Map<string, Buffer>; journal: JournalEntries },
   ) {
     this.#client = client;
     this.name = name;
@@ -472,12 +475,13 @@ export class ClientSession implements AcquiredSession, SessionLink {
     this.init = handed.init;
     this.checkpoint = handed.checkpoint;
     this.journal = handed.journal;
-    this.#state = { init: handed.init, checkpoint: new Map(handed.checkpoint), journal: new Map(handed.journal.map((e) => [e.id, e])) };
+    this.#state = { init: handed.init, checkpoint: new Map(handed.checkpoint), journal: new JournalStore(handed.journal) };
   }
 
   journalOpen(id: number, dev: bigint, ino: bigint): void {
-    this.#state.journal.set(id, { id, dev, ino });
-    this.#client.sendState(encodeJournalOpen(id, dev, ino));
+    const frame = encodeJournalOpen(id, dev, ino);
+    this.#state.journal.setWire(frame, HEADER_SIZE);
+    this.#client.sendState(frame);
   }
 
   journalClose(id: number): void {
@@ -502,7 +506,7 @@ export class ClientSession implements AcquiredSession, SessionLink {
 
   adopt(ids: readonly number[]): Promise<{ closed: number; probed: number }> {
     const keep = new Set(ids);
-    for (const id of this.#state.journal.keys()) if (!keep.has(id)) this.#state.journal.delete(id);
+    this.#state.journal.retain((id) => keep.has(id));
     return this.#client.adopt(ids);
   }
 
@@ -511,6 +515,6 @@ export class ClientSession implements AcquiredSession, SessionLink {
     const { init, checkpoint, journal } = this.#state;
     if (init) this.#client.sendState(encodeMessage({ type: 'init_save', params: init }));
     for (const [key, value] of checkpoint) this.#client.sendState(encodeMessage({ type: 'checkpoint_put', ack: false, key, value }));
-    for (const e of journal.values()) this.#client.sendState(encodeJournalOpen(e.id, e.dev, e.ino));
+    for (let i = 0; i < journal.size; i++) this.#client.sendState(encodeJournalOpenWire(journal.wireAt(i)));
   }
 }

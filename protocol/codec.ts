@@ -42,6 +42,7 @@ import {
   type MountSpec,
   type Role,
 } from './messages.ts';
+import { invalidEntryIndex, JournalEntries } from './journal.ts';
 import { isCanonicalMountpoint, isValidCheckpointKey, isValidSessionName } from './names.ts';
 
 /** The decoded 16-byte header. */
@@ -67,6 +68,11 @@ export interface DecodeOptions {
    * notifications). Anything else is rejected as 'wrong direction'. Default: no check.
    */
   from?: 'client' | 'supervisor';
+  /**
+   * JOURNAL_ENTRIES: give `entries` packed (a JournalEntries over one copy of the payload)
+   * rather than an array of objects. Default false.
+   */
+  packedJournal?: boolean;
 }
 
 const ROLE_CODES: Record<Role, number> = { daemon: 1, cli: 2 };
@@ -197,6 +203,7 @@ function writePayload(w: FieldWriter, msg: ControlMessage): void {
       w.bytes(msg.value, 'value', MAX_CHECKPOINT_VALUE);
       return;
     case 'journal_entries':
+      if (msg.entries instanceof JournalEntries) throw new Error('unreachable: encodeMessage encodes packed entries itself');
       w.count(msg.entries.length, 'entries', MAX_JOURNAL_CHUNK);
       for (const e of msg.entries) {
         writeBackingId(w, e.id, 'entry id');
@@ -292,9 +299,24 @@ export function encodeMessage(msg: ControlMessage, requestId = 0): Buffer {
   const ack = msg.type === 'checkpoint_put' || msg.type === 'checkpoint_delete' ? msg.ack : undefined;
   const problem = requestIdProblem(info, requestId, ack);
   if (problem) throw new ProtocolError('EINVAL', 'bad request id', problem);
+  if (msg.type === 'journal_entries' && msg.entries instanceof JournalEntries) return encodePackedEntries(msg.entries, requestId);
   const w = new FieldWriter();
   writePayload(w, msg);
   return w.finish(info.code, requestId, writeHeader);
+}
+
+const JOURNAL_ENTRIES_CODE = messageType('journal_entries').code;
+
+/** JOURNAL_ENTRIES from packed entries (valid by construction): one allocation and one copy. */
+function encodePackedEntries(entries: JournalEntries, requestId: number): Buffer {
+  const n = entries.length;
+  if (n > MAX_JOURNAL_CHUNK) throw new ProtocolError('EINVAL', 'oversized', `entries count ${n}, limit ${MAX_JOURNAL_CHUNK}`);
+  const payload = 4 + n * JOURNAL_ENTRY_SIZE;
+  const b = Buffer.allocUnsafe(HEADER_SIZE + payload);
+  writeHeader(b, JOURNAL_ENTRIES_CODE, requestId, payload);
+  b.writeUInt32LE(n, HEADER_SIZE);
+  entries.bytes.copy(b, HEADER_SIZE + 4);
+  return b;
 }
 
 const JOURNAL_OPEN_CODE = messageType('journal_open').code;
@@ -323,6 +345,33 @@ export function encodeJournalOpen(id: number, dev: bigint, ino: bigint): Buffer 
   b.writeBigUInt64LE(dev, 20);
   b.writeBigUInt64LE(ino, 28);
   return b;
+}
+
+/**
+ * JOURNAL_OPEN from an entry already in the wire layout, `entry[offset..offset+20)` (e.g. a
+ * JournalStore slot): same bytes as encodeJournalOpen of its id, dev and ino.
+ */
+export function encodeJournalOpenWire(entry: Buffer, offset = 0): Buffer {
+  if (offset < 0 || offset + JOURNAL_ENTRY_SIZE > entry.length) throw new ProtocolError('EINVAL', 'invalid value', 'a journal entry is 20 bytes');
+  checkBackingId(entry.readUInt32LE(offset));
+  const b = Buffer.allocUnsafe(JOURNAL_OPEN_SIZE);
+  writeHeader(b, JOURNAL_OPEN_CODE, 0, JOURNAL_ENTRY_SIZE);
+  entry.copy(b, HEADER_SIZE, offset, offset + JOURNAL_ENTRY_SIZE);
+  return b;
+}
+
+/**
+ * True when `data`, received with `fdCount` fds, is a JOURNAL_OPEN frame that decodeMessage
+ * would accept (from a client); its payload, at HEADER_SIZE, is then one journal entry in the
+ * wire layout. Lets the receiver record it without decoding dev and ino into BigInts. False
+ * for anything else: decode that with decodeMessage.
+ */
+export function isJournalOpenFrame(data: Buffer, fdCount: number): boolean {
+  if (fdCount !== 0 || data.length !== JOURNAL_OPEN_SIZE || data[3] !== JOURNAL_OPEN_CODE) return false;
+  if (data.readUInt16LE(0) !== MAGIC || data[2] !== PROTOCOL_VERSION || data.readUInt32LE(4) !== 0 || data.readUInt32LE(8) !== 0) return false;
+  if (data.readUInt32LE(12) !== JOURNAL_ENTRY_SIZE) return false;
+  const id = data.readUInt32LE(HEADER_SIZE);
+  return id >= 1 && id <= MAX_BACKING_ID;
 }
 
 /** JOURNAL_CLOSE: one allocation of exactly 20 bytes. */
@@ -385,6 +434,15 @@ function readBackingId(r: FieldReader, what: string): number {
 }
 
 type PayloadReader = (r: FieldReader) => ControlMessage;
+
+/** JOURNAL_ENTRIES with DecodeOptions.packedJournal: one copy of the entries, ids checked in place. */
+function readPackedJournal(r: FieldReader): ControlMessage {
+  const n = r.count('entries', MAX_JOURNAL_CHUNK, JOURNAL_ENTRY_SIZE);
+  const bytes = r.copy(n * JOURNAL_ENTRY_SIZE, 'entries');
+  const bad = invalidEntryIndex(bytes, n);
+  if (bad >= 0) fail('invalid value', `entry id ${bytes.readUInt32LE(bad * JOURNAL_ENTRY_SIZE)} outside 1..${MAX_BACKING_ID}`);
+  return { type: 'journal_entries', entries: JournalEntries.trusted(bytes) };
+}
 
 /** One payload reader per message; the Record type makes the table exhaustive. */
 const READERS: Record<MessageName, PayloadReader> = {
@@ -555,7 +613,7 @@ function decodeFrame(input: Buffer, fdCount: number, options: DecodeOptions | un
   let message: ControlMessage;
   try {
     const r = new FieldReader(data, HEADER_SIZE, data.length);
-    message = READERS[info.name](r);
+    message = info.name === 'journal_entries' && options?.packedJournal ? readPackedJournal(r) : READERS[info.name](r);
     r.end();
   } catch (err) {
     if (err instanceof FieldFailure) return reject(err.reason, `${info.label}: ${err.detail}`, requestId, typeCode);
@@ -574,7 +632,7 @@ function decodeFrame(input: Buffer, fdCount: number, options: DecodeOptions | un
 function show(v: unknown): string {
   if (typeof v === 'bigint') return v.toString();
   if (Buffer.isBuffer(v)) return `<${v.length} bytes>`;
-  if (Array.isArray(v)) return `[${v.length}]`;
+  if (Array.isArray(v) || v instanceof JournalEntries) return `[${v.length}]`;
   if (typeof v === 'object' && v !== null) return `{${Object.entries(v).map(([k, x]) => `${k}=${show(x)}`).join(' ')}}`;
   return JSON.stringify(v) ?? String(v);
 }

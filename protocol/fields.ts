@@ -123,6 +123,15 @@ export class FieldReader {
     return out;
   }
 
+  /** The next `n` bytes as a copy that owns its memory. */
+  copy(n: number, what: string): Buffer {
+    this.#need(n, what);
+    const out = Buffer.allocUnsafe(n);
+    this.#buf.copy(out, 0, this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+
   /** A u32 array count, capped at `max` and checked against the bytes left (`itemSize` each). */
   count(what: string, max: number, itemSize: number): number {
     const n = this.u32(`${what} count`);

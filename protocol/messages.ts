@@ -1,5 +1,6 @@
 // Message types of the control protocol: the TypeScript shape of every message and the table
 // (code, name, direction, fds) that drives validation, dispatch and debug printing.
+import type { JournalEntries } from './journal.ts';
 
 /** Who opened the connection. */
 export type Role = 'daemon' | 'cli';
@@ -41,7 +42,11 @@ export interface AcquireMessage { type: 'acquire'; name: string; mount: MountSpe
 export interface AcquiredMessage { type: 'acquired'; generation: number; resumed: boolean; strategy: CleanupStrategy }
 export interface InitParamsMessage { type: 'init_params'; params: Buffer }
 export interface CheckpointEntryMessage { type: 'checkpoint_entry'; key: string; value: Buffer }
-export interface JournalEntriesMessage { type: 'journal_entries'; entries: JournalEntry[] }
+/**
+ * `entries` is an array of objects, or packed (JournalEntries): the encoder takes either, and
+ * decodeMessage gives the packed form with `DecodeOptions.packedJournal`.
+ */
+export interface JournalEntriesMessage { type: 'journal_entries'; entries: JournalEntry[] | JournalEntries }
 export interface StateEndMessage { type: 'state_end'; initParams: boolean; checkpointCount: number; journalCount: number }
 /** Carries 1 fd: a /dev/fuse fd the daemon mounted itself. */
 export interface StoreMessage { type: 'store'; name: string; mount: MountSpec }

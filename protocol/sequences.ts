@@ -2,17 +2,19 @@
 // chunking, and ERROR construction. Pure, like the rest of protocol/.
 import { encodeMessage } from './codec.ts';
 import { ERRNO, ProtocolError, type ErrnoCode } from './errors.ts';
+import { JournalEntries } from './journal.ts';
 import { MAX_ADOPT_CHUNK, MAX_ERROR_MESSAGE, MAX_JOURNAL_CHUNK } from './limits.ts';
 import type { AcquiredMessage, AdoptMessage, ControlMessage, ErrorMessage, JournalEntriesMessage, JournalEntry } from './messages.ts';
 
 /**
  * Splits journal entries into JOURNAL_ENTRIES messages of at most MAX_JOURNAL_CHUNK entries,
- * each of which encodes to at most MAX_MESSAGE bytes. No entries: no messages.
+ * each of which encodes to at most MAX_MESSAGE bytes; packed entries give packed chunks (views,
+ * no copy). No entries: no messages.
  */
-export function chunkJournal(entries: readonly JournalEntry[]): JournalEntriesMessage[] {
+export function chunkJournal(entries: readonly JournalEntry[] | JournalEntries): JournalEntriesMessage[] {
   const out: JournalEntriesMessage[] = [];
   for (let i = 0; i < entries.length; i += MAX_JOURNAL_CHUNK) {
-    out.push({ type: 'journal_entries', entries: entries.slice(i, i + MAX_JOURNAL_CHUNK) });
+    out.push({ type: 'journal_entries', entries: entries.slice(i, i + MAX_JOURNAL_CHUNK) as JournalEntry[] | JournalEntries });
   }
   return out;
 }
@@ -48,7 +50,8 @@ export interface AcquireState {
   /** The saved INIT parameters; only on a resumed acquire, and only if the last owner saved them. */
   initParams: Buffer | null;
   checkpoint: ReadonlyMap<string, Buffer>;
-  journal: readonly JournalEntry[];
+  /** Packed (what the supervisor sends and the collector gives), or objects. */
+  journal: readonly JournalEntry[] | JournalEntries;
 }
 
 /**
@@ -73,7 +76,7 @@ export function encodeAcquireSequence(requestId: number, state: AcquireState): B
 /** Progress of an AcquireCollector. */
 export type AcquireProgress =
   | { done: false }
-  | { done: true; state: AcquireState & { checkpoint: Map<string, Buffer>; journal: JournalEntry[] } }
+  | { done: true; state: Omit<AcquireState, 'checkpoint' | 'journal'> & { checkpoint: Map<string, Buffer>; journal: JournalEntries } }
   | { done: true; error: ProtocolError }
   | { done: true; refused: ErrorMessage };
 
@@ -88,7 +91,9 @@ export class AcquireCollector {
   #acquired: AcquiredMessage | null = null;
   #initParams: Buffer | null = null;
   #checkpoint = new Map<string, Buffer>();
-  #journal: JournalEntry[] = [];
+  /** Chunks received, packed; `#journalCount` entries in all. */
+  #journal: JournalEntries[] = [];
+  #journalCount = 0;
   /** 0 expecting ACQUIRED, 1 INIT_PARAMS allowed, 2 checkpoint entries, 3 journal chunks, 4 done. */
   #phase = 0;
 
@@ -122,20 +127,28 @@ export class AcquireCollector {
         return { done: false };
       case 'journal_entries':
         if (this.#phase < 1 || this.#phase > 3 || !this.#acquired?.resumed) return this.#fail('JOURNAL_ENTRIES out of place');
-        for (const e of msg.entries) this.#journal.push(e);
+        if (msg.entries instanceof JournalEntries) this.#journal.push(msg.entries);
+        else {
+          try {
+            this.#journal.push(JournalEntries.from(msg.entries));
+          } catch (err) {
+            return this.#fail(`JOURNAL_ENTRIES: ${(err as Error).message}`);
+          }
+        }
+        this.#journalCount += msg.entries.length;
         this.#phase = 3;
         return { done: false };
       case 'state_end': {
         const acquired = this.#acquired;
         if (this.#phase < 1 || acquired === null) return this.#fail('STATE_END before ACQUIRED');
-        if (msg.initParams !== (this.#initParams !== null) || msg.checkpointCount !== this.#checkpoint.size || msg.journalCount !== this.#journal.length) {
+        if (msg.initParams !== (this.#initParams !== null) || msg.checkpointCount !== this.#checkpoint.size || msg.journalCount !== this.#journalCount) {
           return this.#fail(
             `STATE_END says init=${msg.initParams} checkpoint=${msg.checkpointCount} journal=${msg.journalCount}, ` +
-              `received init=${this.#initParams !== null} checkpoint=${this.#checkpoint.size} journal=${this.#journal.length}`,
+              `received init=${this.#initParams !== null} checkpoint=${this.#checkpoint.size} journal=${this.#journalCount}`,
           );
         }
         this.#phase = 4;
-        return { done: true, state: { acquired, initParams: this.#initParams, checkpoint: this.#checkpoint, journal: this.#journal } };
+        return { done: true, state: { acquired, initParams: this.#initParams, checkpoint: this.#checkpoint, journal: JournalEntries.concat(this.#journal) } };
       }
       default:
         return this.#fail(`${msg.type} inside an ACQUIRE reply`);

@@ -124,7 +124,7 @@ export class BackingTable {
    * pass their ids to `SessionLink.adopt` before serving, so the supervisor closes the rest.
    * Of two entries for one inode the first is taken.
    */
-  adoptJournal(journal: readonly JournalEntry[], refs: (dev: bigint, ino: bigint) => number): JournalEntry[] {
+  adoptJournal(journal: Iterable<JournalEntry>, refs: (dev: bigint, ino: bigint) => number): JournalEntry[] {
     const adopted: JournalEntry[] = [];
     // Test-only (FUSEKEEPER_FAULT=skip-adopt): behave like a daemon without the journal strategy.
     if (faultArmed('skip-adopt')) return adopted;
