@@ -42,15 +42,15 @@ export function probeUnreported(fuseFd: number, journal: BackingJournal, window 
 }
 
 /**
- * Closes every id of `inherited` (the journal handed to a new owner) that it did not adopt,
- * and removes it from the journal. Ids the kernel no longer knows are dropped too. Ids the
- * new owner journaled since the hand-over are not touched.
+ * Closes each of `ids` (inherited ids the new owner did not adopt, from
+ * `BackingJournal.settle`) that is still journaled, and removes it from the journal. Ids the
+ * kernel no longer knows are dropped too.
  */
-export function closeUnadopted(fuseFd: number, journal: BackingJournal, inherited: Iterable<number>, adopted: ReadonlySet<number>): { closed: number; alreadyGone: number } {
+export function closeUnadopted(fuseFd: number, journal: BackingJournal, ids: Iterable<number>): { closed: number; alreadyGone: number } {
   let closed = 0;
   let alreadyGone = 0;
-  for (const id of inherited) {
-    if (adopted.has(id) || !journal.has(id)) continue;
+  for (const id of ids) {
+    if (!journal.has(id)) continue;
     if (closeIfOpen(fuseFd, id)) closed++;
     else alreadyGone++;
     journal.close(id);

@@ -38,6 +38,8 @@ import {
   ProtocolError,
   FEATURE_CLOSE_ALL,
   FEATURE_RESEND,
+  HEADER_SIZE,
+  isJournalOpenFrame,
   MAX_MESSAGE,
   MAX_STATUS_JSON,
   PROTOCOL_VERSION,
@@ -141,9 +143,6 @@ interface StandbyWait {
 
 interface LiveSession extends Session {
   checkpointBytes: number;
-  /** Journaled ids handed to the current owner and not yet settled by ADOPT (journal strategy). */
-  inherited: Set<number> | null;
-  adopted: Set<number>;
   adoptTimer: NodeJS.Timeout | null;
   /** Ids probed at the last hand-over, reported in ADOPTED. */
   probedAtHandover: number;
@@ -342,7 +341,7 @@ export class Supervisor {
       handovers: s.handovers,
       owner: s.owner ? { pid: s.owner.pid, uid: s.owner.uid, startTime: ownerStartTime(s.owner) } : null,
       init: s.init,
-      journal: s.journal.entries(),
+      journal: s.journal.snapshot(),
       highestReported: s.journal.highestReported,
       checkpoint: new Map(s.checkpoint),
       lastRecovery: s.lastRecovery,
@@ -447,6 +446,8 @@ export class Supervisor {
       return false;
     }
     const fdCount = r.fds.length + r.extraFdsClosed + (r.controlTruncated ? 1 : 0);
+    // JOURNAL_OPEN, the hot path: recorded from the frame's bytes (no message object, no BigInt).
+    if (!r.truncated && conn.role !== null && isJournalOpenFrame(r.data, fdCount) && this.#journalOpenFrame(conn, r.data)) return true;
     const decoded = r.truncated
       ? { ok: false as const, error: new ProtocolError('EPROTO', 'oversized', `more than ${MAX_MESSAGE} bytes`) }
       : decodeMessage(r.data, fdCount, { from: 'client' });
@@ -637,6 +638,25 @@ export class Supervisor {
     }
   }
 
+  /**
+   * Records JOURNAL_OPEN `frame` (isJournalOpenFrame accepted it) if `conn` owns its session;
+   * false, with nothing done, otherwise (the generic path then answers it).
+   */
+  #journalOpenFrame(conn: Conn, frame: Buffer): boolean {
+    const s = conn.session;
+    if (!s || s.owner?.connection !== conn.id) return false;
+    this.#hook('changed', s, false);
+    if (!this.#journalFull(conn, s, frame.readUInt32LE(HEADER_SIZE))) s.journal.openWire(frame, HEADER_SIZE);
+    return true;
+  }
+
+  /** True, after a protocol error, when JOURNAL_OPEN of `id` would grow a full journal. */
+  #journalFull(conn: Conn, s: LiveSession, id: number): boolean {
+    if (s.journal.size < MAX_JOURNAL_ENTRIES || s.journal.has(id)) return false;
+    this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `journal of ${s.name} is full (${MAX_JOURNAL_ENTRIES} ids)`));
+    return true;
+  }
+
   #oneWay(conn: Conn, msg: ControlMessage, requestId: number): void {
     const s = conn.session;
     if (!s || s.owner?.connection !== conn.id) {
@@ -649,15 +669,11 @@ export class Supervisor {
         s.init = msg.params;
         return;
       case 'journal_open':
-        if (s.journal.size >= MAX_JOURNAL_ENTRIES && !s.journal.has(msg.id)) {
-          this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `journal of ${s.name} is full (${MAX_JOURNAL_ENTRIES} ids)`));
-          return;
-        }
+        if (this.#journalFull(conn, s, msg.id)) return;
         s.journal.open({ id: msg.id, dev: msg.dev, ino: msg.ino });
         return;
       case 'journal_close':
         s.journal.close(msg.id);
-        s.inherited?.delete(msg.id);
         return;
       case 'checkpoint_put': {
         const old = s.checkpoint.get(msg.key);
@@ -791,8 +807,6 @@ export class Supervisor {
       lastRecovery: null,
       createdAt: new Date().toISOString(),
       checkpointBytes: 0,
-      inherited: null,
-      adopted: new Set(),
       adoptTimer: null,
       probedAtHandover: 0,
       pendingClose: null,
@@ -975,21 +989,21 @@ export class Supervisor {
       if (drained) s.handovers++;
       else s.restarts++;
       s.probedAtHandover = cleanup.probed;
-      s.inherited = cleanup.strategy === 'journal' ? new Set(s.journal.ids()) : null;
-      s.adopted = new Set();
+      if (cleanup.strategy === 'journal') s.journal.handOver();
+      else s.journal.settle();
       this.#setOwner(s, conn);
       conn.acquiring = false;
       const frames = encodeAcquireSequence(requestId, {
         acquired: { type: 'acquired', generation: s.generation, resumed: true, strategy: cleanup.strategy },
         initParams: s.init,
         checkpoint: s.checkpoint,
-        journal: s.journal.list(),
+        journal: s.journal.snapshot(),
       });
       this.#sendSequence(conn, frames, s.fd);
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
       this.#hook('changed', s, true);
-      if (s.inherited) this.#armAdoptTimer(s);
+      if (s.journal.handingOver) this.#armAdoptTimer(s);
       this.#metrics.recovery(cleanup.strategy, 'ok', durationUs / 1e6);
       this.#metrics.backingIds('probed', cleanup.probed);
       if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
@@ -1016,9 +1030,8 @@ export class Supervisor {
     if (s.adoptTimer) clearTimeout(s.adoptTimer);
     s.adoptTimer = setTimeout(() => {
       s.adoptTimer = null;
-      if (!s.inherited) return;
-      const r = closeUnadopted(s.fd, s.journal, s.inherited, s.adopted);
-      s.inherited = null;
+      if (!s.journal.handingOver) return;
+      const r = closeUnadopted(s.fd, s.journal, s.journal.settle());
       this.#metrics.backingIds('closed', r.closed);
       this.#log.warn({ event: 'journal.adopt_timeout', session: s.name, closed: r.closed }, `owner of ${s.name} did not ADOPT within ${this.config.adoptTimeoutMs} ms; closed ${r.closed} inherited backing ids`);
     }, this.config.adoptTimeoutMs);
@@ -1122,8 +1135,7 @@ export class Supervisor {
     s.journal.clear();
     if (s.adoptTimer) clearTimeout(s.adoptTimer);
     s.adoptTimer = null;
-    s.inherited = null;
-    s.adopted = new Set();
+    s.journal.settle();
     this.#gauges();
     this.#hook('changed', s, true);
     this.#reply(conn, requestId, { type: 'stored', generation: s.generation });
@@ -1134,11 +1146,9 @@ export class Supervisor {
     if (conn.role !== 'daemon') throw new Refusal('EPERM', `ADOPT needs a daemon connection (this one said role ${conn.role})`);
     const s = conn.session;
     if (!s || s.owner?.connection !== conn.id) throw new Refusal('EINVAL', 'ADOPT on a connection that owns no session');
-    if (!s.inherited) throw new Refusal('EINVAL', `ADOPT outside a resumed journal-strategy ownership of ${s.name}`);
-    for (const id of msg.ids) {
-      if (!s.inherited.has(id)) throw new Refusal('EINVAL', `backing id ${id} was not handed over with ${s.name}`);
-    }
-    for (const id of msg.ids) s.adopted.add(id);
+    if (!s.journal.handingOver) throw new Refusal('EINVAL', `ADOPT outside a resumed journal-strategy ownership of ${s.name}`);
+    const stranger = s.journal.adopt(msg.ids);
+    if (stranger !== 0) throw new Refusal('EINVAL', `backing id ${stranger} was not handed over with ${s.name}`);
     if (msg.more) {
       this.#reply(conn, requestId, { type: 'ok' });
       return;
@@ -1148,13 +1158,10 @@ export class Supervisor {
     // safe: an id stays allocated until closed, so the owner can never be given it again,
     // and it stays in the journal until closed, so no crash meanwhile loses it (the next
     // recovery closes what is left before anything else).
-    const toClose: number[] = [];
-    for (const id of s.inherited) if (!s.adopted.has(id) && s.journal.has(id)) toClose.push(id);
+    const adopted = s.journal.adoptedCount;
+    const toClose = s.journal.settle();
     if (s.adoptTimer) clearTimeout(s.adoptTimer);
     s.adoptTimer = null;
-    s.inherited = null;
-    const adopted = s.adopted.size;
-    s.adopted = new Set();
     this.#metrics.backingIds('adopted', adopted);
     this.#reply(conn, requestId, { type: 'adopted', closed: toClose.length, probed: s.probedAtHandover });
     this.#log.info({ event: 'journal.adopted', session: s.name, adopted, closing: toClose.length, probed: s.probedAtHandover }, `${s.name}: ${adopted} backing ids adopted, ${toClose.length} to close`);
@@ -1175,7 +1182,7 @@ export class Supervisor {
     const end = all ? p.ids.length : Math.min(p.ids.length, p.next + CLOSE_CHUNK);
     let r: { closed: number; alreadyGone: number };
     try {
-      r = closeUnadopted(s.fd, s.journal, p.ids.slice(p.next, end), new Set());
+      r = closeUnadopted(s.fd, s.journal, p.ids.slice(p.next, end));
     } catch (err) {
       s.pendingClose = null;
       this.#log.error({ event: 'journal.close_failed', session: s.name, left: p.ids.length - p.next, err: (err as Error).message }, `closing unadopted backing ids of ${s.name} failed`);

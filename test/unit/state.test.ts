@@ -6,7 +6,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { crc32 } from 'node:zlib';
 import { closeFd } from '../../native/index.ts';
+import { JournalEntries } from '../../protocol/index.ts';
 import { decodeSession, encodeSession, StateStore, writeFileAtomic, type PersistedSession } from '../../supervisor/state.ts';
 import { formatServiceStatus, processStartTime, stateDirFromEnv, verifyOwner } from '../../supervisor/service.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
@@ -23,10 +25,10 @@ function sample(name = 'mnt-data'): PersistedSession {
     handovers: 0,
     owner: { pid: 4242, uid: 1000, startTime: '123456' },
     init: Buffer.from([1, 2, 3, 0, 255]),
-    journal: [
+    journal: JournalEntries.from([
       { id: 1, dev: 0x801n, ino: 0x123456789abcdef0n },
       { id: 7, dev: 2049n, ino: 18446744073709551615n },
-    ],
+    ]),
     highestReported: 9,
     checkpoint: new Map([
       ['nodes', Buffer.alloc(10_000, 7)],
@@ -42,7 +44,7 @@ test('a session state survives encode/decode byte for byte, 64-bit inode numbers
   const s = sample();
   const back = decodeSession(encodeSession(s));
   assert.deepEqual(back, s);
-  assert.deepEqual(decodeSession(encodeSession({ ...s, owner: null, init: null, journal: [], checkpoint: new Map(), lastRecovery: null, connectionId: null })).owner, null);
+  assert.deepEqual(decodeSession(encodeSession({ ...s, owner: null, init: null, journal: JournalEntries.EMPTY, checkpoint: new Map(), lastRecovery: null, connectionId: null })).owner, null);
 });
 
 test('a damaged or foreign state file is refused, never half-used', () => {
@@ -58,7 +60,39 @@ test('a damaged or foreign state file is refused, never half-used', () => {
   assert.throws(() => decodeSession(encodeSession({ ...sample(), name: 'bad name' })), /invalid session name/);
   assert.throws(() => decodeSession(encodeSession({ ...sample(), spec: { ...sample().spec, mountpoint: 'relative' } })), /invalid mount spec/);
   assert.throws(() => decodeSession(encodeSession({ ...sample(), generation: 0 })), /invalid generation/);
-  assert.throws(() => decodeSession(encodeSession({ ...sample(), journal: [{ id: 0, dev: 1n, ino: 1n }] })), /invalid journal entry/);
+  // A journal entry with id 0: patched into the journal section, checksum recomputed.
+  const good = encodeSession(sample());
+  const at = good.indexOf(sample().journal.bytes);
+  assert.ok(at > 0);
+  const zeroId = Buffer.from(good.subarray(0, good.length - 4));
+  zeroId.writeUInt32LE(0, at);
+  assert.throws(() => decodeSession(withCrc(zeroId)), /invalid journal entry/);
+  const truncated = Buffer.from(good.subarray(0, at - 4));
+  assert.throws(() => decodeSession(withCrc(Buffer.concat([truncated, u32le(3), Buffer.alloc(20)]))), /truncated journal/);
+});
+
+function u32le(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function withCrc(body: Buffer): Buffer {
+  return Buffer.concat([body, u32le(crc32(body))]);
+}
+
+/** A state file as version 1 wrote it: the journal a JSON array in the header. */
+function versionOneFile(s: PersistedSession, journal: unknown[]): Buffer {
+  const header = Buffer.from(JSON.stringify({ version: 1, name: s.name, fdName: s.fdName, spec: s.spec, connectionId: s.connectionId, creatorUid: s.creatorUid, generation: s.generation, restarts: s.restarts, handovers: s.handovers, owner: s.owner, init: null, journal, highestReported: s.highestReported, lastRecovery: s.lastRecovery, createdAt: s.createdAt, savedAt: s.savedAt }));
+  return withCrc(Buffer.concat([Buffer.from('FKSTATE1', 'latin1'), u32le(header.length), header, u32le(0)]));
+}
+
+test('a version 1 state file (journal in the JSON header) is still read', () => {
+  const s = sample();
+  const back = decodeSession(versionOneFile(s, [[1, '2049', '18446744073709551615'], [7, '1', '2']]));
+  assert.deepEqual(back.journal.toArray(), [{ id: 1, dev: 2049n, ino: 18446744073709551615n }, { id: 7, dev: 1n, ino: 2n }]);
+  assert.throws(() => decodeSession(versionOneFile(s, [[0, '1', '1']])), /invalid journal entry/);
+  assert.throws(() => decodeSession(versionOneFile(s, [[1, '1', String(1n << 64n)]])), /invalid journal entry/);
 });
 
 test('writeFileAtomic replaces a file whole and leaves no temp file', () => {
