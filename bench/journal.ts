@@ -14,13 +14,23 @@
 //              daemon's thread pays, wake-ups of the reader included
 // The variants take turns within each round so drift hits them alike; best of ROUNDS.
 // The dev/ino come from an fstat made once (a daemon has them from its LOOKUP/OPEN anyway).
+//
+// Before those, the hand-over section (pure, no kernel): for journals of 10k and 100k entries,
+// the milliseconds of the supervisor's hand-over (marking the ids inherited, encoding the
+// ACQUIRE reply sequence), the client's decode + AcquireCollector, the ClientSession
+// construction, the supervisor's ADOPT settlement (no id adopted, and every id adopted), and
+// the heap/RSS a BackingJournal of that many entries holds. Medians of HANDOVER_ROUNDS.
 // Run: npm run bench -- journal   (root, /dev/fuse, cc)
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocketPair, sendMessage, receiveMessage, closeAll, closeFd, openFd, O, fstatFd } from '../native/index.ts';
 import { backingOpen, backingClose } from '../kernel/backing.ts';
-import { encodeJournalOpen, encodeJournalClose } from '../protocol/index.ts';
+import { AcquireCollector, decodeMessage, encodeAcquireSequence, encodeJournalOpen, encodeJournalClose, type JournalEntries } from '../protocol/index.ts';
+import { BackingJournal } from '../supervisor/journal.ts';
+import { ClientSession, type SupervisorClient } from '../client/supervisor.ts';
 import { MAX_BACKING_ID } from '../protocol/limits.ts';
 import { mountTestConnection } from '../test/kernel/helpers/connection.ts';
 import { summarize, writeResult } from './lib.ts';
@@ -125,7 +135,87 @@ async function childReaderSocket(reader: string): Promise<JournalSocket & { fini
   return s;
 }
 
+const HANDOVER_ROUNDS = 9;
+const HANDOVER_SIZES = [10_000, 100_000];
+
+function msSince(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+function filledJournal(n: number): BackingJournal {
+  const j = new BackingJournal();
+  for (let i = 0; i < n; i++) j.open({ id: i + 1, dev: 2049n, ino: BigInt(1_000_000 + i * 7) });
+  return j;
+}
+
+/** The hand-over section: figures per journal size (see the top of the file). */
+function handoverFigures(): Record<string, Record<string, number>> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const mount = { mountpoint: '/mnt/bench', fsName: 'bench', subtype: 'bench', rootMode: 0o40755, uid: 0, gid: 0, allowOther: false, defaultPermissions: false, readOnly: false, maxRead: 0 };
+  const out: Record<string, Record<string, number>> = {};
+  for (const n of HANDOVER_SIZES) {
+    const samples: Record<string, number[]> = { supervisorEncodeMs: [], clientDecodeCollectMs: [], clientSessionMs: [], adoptNoneMs: [], adoptAllMs: [] };
+    for (let r = 0; r < HANDOVER_ROUNDS; r++) {
+      const j = filledJournal(n);
+      let t0 = process.hrtime.bigint();
+      j.handOver();
+      const frames = encodeAcquireSequence(7, { acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' }, initParams: null, checkpoint: new Map(), journal: j.snapshot() });
+      samples.supervisorEncodeMs!.push(msSince(t0));
+
+      t0 = process.hrtime.bigint();
+      const collector = new AcquireCollector();
+      let state: { checkpoint: Map<string, Buffer>; journal: JournalEntries } | undefined;
+      frames.forEach((f, i) => {
+        const d = decodeMessage(f, i === 0 ? 1 : 0, { from: 'supervisor', packedJournal: true });
+        if (!d.ok) throw d.error;
+        const p = collector.push(d.message);
+        if (p.done && 'state' in p) state = p.state;
+      });
+      samples.clientDecodeCollectMs!.push(msSince(t0));
+      if (state?.journal.length !== n) throw new Error('the collector lost entries');
+
+      t0 = process.hrtime.bigint();
+      const session = new ClientSession(null as unknown as SupervisorClient, 'bench', mount, -1, { resumed: true, generation: 2, strategy: 'journal', init: null, checkpoint: state.checkpoint, journal: state.journal });
+      samples.clientSessionMs!.push(msSince(t0));
+      if (session.journal.length !== n) throw new Error('the session lost entries');
+
+      // ADOPT with no id (the failover benchmark's bare owner): every inherited id is to close.
+      t0 = process.hrtime.bigint();
+      if (j.adopt([]) !== 0 || j.settle().length !== n) throw new Error('adopt none');
+      samples.adoptNoneMs!.push(msSince(t0));
+
+      const ids = state.journal.ids();
+      j.handOver();
+      t0 = process.hrtime.bigint();
+      if (j.adopt(ids) !== 0 || j.settle().length !== 0) throw new Error('adopt all');
+      samples.adoptAllMs!.push(msSince(t0));
+    }
+    const figures: Record<string, number> = {};
+    for (const [k, v] of Object.entries(samples)) figures[k] = Number(summarize(v).median.toFixed(2));
+
+    gc();
+    gc();
+    const m0 = process.memoryUsage();
+    let held: BackingJournal | null = filledJournal(n);
+    gc();
+    gc();
+    const m1 = process.memoryUsage();
+    if (held.size !== n) throw new Error('unreachable');
+    held = null;
+    const mib = (b: number): number => Number((b / 2 ** 20).toFixed(2));
+    figures.heldHeapMiB = mib(m1.heapUsed - m0.heapUsed);
+    figures.heldExternalMiB = mib(m1.external - m0.external);
+    figures.heldRssMiB = mib(m1.rss - m0.rss);
+    out[`entries${n}`] = figures;
+  }
+  return out;
+}
+
 export async function run(): Promise<void> {
+  const handover = handoverFigures();
+  console.log('hand-over of a journal (ms, medians; memory of a held BackingJournal in MiB):');
+  console.table(handover);
   const conn = await mountTestConnection();
   const local = inProcessSocket();
   let remote: Awaited<ReturnType<typeof childReaderSocket>> | null = null;
@@ -214,8 +304,9 @@ export async function run(): Promise<void> {
       messagesSent: { inProcess: local.sent, childReader: remoteSent },
       sendStalls: { inProcess: local.stalls, childReader: remoteStalls },
       drainEveryPairs: DRAIN_EVERY,
+      handover,
     };
-    const { median: med, messagesSent, sendStalls, ...flat } = figures;
+    const { median: med, messagesSent, sendStalls, handover: _handover, ...flat } = figures;
     console.table(flat);
     console.table({ median: med });
     console.log('messages sent', messagesSent, 'send stalls (buffer full)', sendStalls);
