@@ -524,8 +524,12 @@ export class ClientSession implements AcquiredSession, SessionLink {
   }
 
   adopt(ids: readonly number[]): Promise<{ closed: number; probed: number }> {
-    const keep = new Set(ids);
-    this.#state.journal.retain((id) => keep.has(id));
+    if (ids.length === 0) {
+      this.#state.journal.clear();
+    } else {
+      const keep = new Set(ids);
+      this.#state.journal.retain((id) => keep.has(id));
+    }
     return this.#client.adopt(ids);
   }
 

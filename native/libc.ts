@@ -15,6 +15,7 @@ export const sys = {
   sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
   recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32_t *len)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, void *val, uint32_t len)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
   ioctlPtr: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
   ioctlInt: libc.func('int ioctl(int fd, unsigned long request, uintptr_t arg)'),
@@ -70,21 +71,51 @@ export interface PollEvents {
   readable: boolean;
   writable: boolean;
   disconnect: boolean;
+  /** libuv reported an error polling the fd (status < 0); reading or writing it tells which. */
+  error: boolean;
+}
+
+/** What to poll for. */
+export interface PollInterest {
+  readable?: boolean;
+  writable?: boolean;
+  disconnect?: boolean;
 }
 
 /** A koffi poll handle: libuv readiness on an arbitrary fd. */
 export interface PollHandle {
+  /** Polls for other events from now on, with the same callback (uv_poll_start again). */
+  setEvents(events: PollInterest): void;
   stop(): void;
   close(): void;
   unref(): void;
   ref(): void;
 }
 
-/** libuv readiness polling (level-triggered) on `fd`. */
-export function pollFd(
-  fd: number,
-  events: { readable?: boolean; writable?: boolean; disconnect?: boolean },
-  callback: (ev: PollEvents) => void,
-): PollHandle {
-  return koffi.node.poll(fd, events, callback) as PollHandle;
+interface KoffiPollHandle {
+  start(events: PollInterest, callback: (status: number, ev: PollEvents) => void): void;
+  stop(): void;
+  close(): void;
+  unref(): void;
+  ref(): void;
+}
+
+/**
+ * libuv readiness polling (level-triggered) on `fd`. libuv allows one poll handle per fd:
+ * change what one handle polls for with `setEvents` rather than adding a second.
+ */
+export function pollFd(fd: number, events: PollInterest, callback: (ev: PollEvents) => void): PollHandle {
+  // koffi calls back with (status, events).
+  const onPoll = (status: number, ev: PollEvents): void => {
+    ev.error = status < 0;
+    callback(ev);
+  };
+  const h = koffi.node.poll(fd, events, onPoll as never) as unknown as KoffiPollHandle;
+  return {
+    setEvents: (e) => h.start(e, onPoll),
+    stop: () => h.stop(),
+    close: () => h.close(),
+    unref: () => h.unref(),
+    ref: () => h.ref(),
+  };
 }

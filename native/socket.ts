@@ -8,6 +8,7 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+const SO_SNDBUF = 7;
 const SCM_RIGHTS = 1;
 const MSG_CTRUNC = 0x8;
 const MSG_TRUNC = 0x20;
@@ -295,6 +296,18 @@ function intOption(fd: number, name: number): number {
   const len = [4];
   if (sys.getsockopt(fd, SOL_SOCKET, name, buf, len) !== 0) throw new NativeError('getsockopt', lastErrno(), String(fd));
   return buf.readInt32LE(0);
+}
+
+/**
+ * Asks for a send buffer of `bytes` (SO_SNDBUF; the kernel caps the request at
+ * net.core.wmem_max and doubles it for its own accounting). Returns the size now in force.
+ * Throws `NativeError`.
+ */
+export function setSendBuffer(fd: number, bytes: number): number {
+  const buf = Buffer.alloc(4);
+  buf.writeInt32LE(bytes, 0);
+  if (sys.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, buf, 4) !== 0) throw new NativeError('setsockopt(SO_SNDBUF)', lastErrno(), String(fd));
+  return intOption(fd, SO_SNDBUF);
 }
 
 /** Family, type and listening state of socket `fd`. Throws `NativeError` (`ENOTSOCK`, `EBADF`). */

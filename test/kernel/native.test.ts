@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   createSocket, bindSocket, listenSocket, acceptConnection, sendMessage, receiveMessage,
-  peerCredentials, createSocketPair, openFd, closeFd, closeAll, O, NativeError, pidfdOpen, pidfdSendSignal,
+  peerCredentials, createSocketPair, openFd, closeFd, closeAll, O, NativeError, pidfdOpen, pidfdSendSignal, watchFd, type PollEvents,
 } from '../../native/index.ts';
 import { waitReadable } from '../../kernel/handshake.ts';
 import { backingOpen, backingClose, backingCloseAll } from '../../kernel/backing.ts';
@@ -189,4 +189,34 @@ test('pidfd: signals reach the process and the pidfd becomes readable when it ex
     closeFd(pidfd);
   }
   assert.throws(() => pidfdOpen(0x3fffffff), (e: unknown) => e instanceof NativeError && e.code === 'ESRCH');
+});
+
+test('watchFd reports the events it was asked for; setEvents changes them on the same handle', async () => {
+  const [a, b] = createSocketPair('seqpacket');
+  const seen: PollEvents[] = [];
+  const h = watchFd(a, { readable: true, disconnect: true }, (ev) => {
+    seen.push(ev);
+    if (ev.writable) h.setEvents({ readable: true, disconnect: true });
+    // Level-triggered: what is not read is reported again.
+    if (ev.readable) receiveMessage(a, { maxBytes: 64, maxFds: 1 });
+  });
+  try {
+    // Fill the socket: no room, so asking for writable reports nothing yet.
+    let queued = 0;
+    while (sendMessage(a, { data: Buffer.alloc(60_000), fds: [] }) !== null) queued++;
+    h.setEvents({ readable: true, disconnect: true, writable: true });
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(seen.length, 0);
+    for (let i = 0; i < queued; i++) assert.equal(receiveMessage(b, { maxBytes: 65536, maxFds: 1 }).kind, 'message');
+    await new Promise((r) => setTimeout(r, 30));
+    // Room again: one writable event, then no more once writable is no longer asked for.
+    assert.deepEqual(seen, [{ readable: false, writable: true, disconnect: false, error: false }]);
+    sendMessage(b, { data: Buffer.from('x'), fds: [] });
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(seen.length, 2);
+    assert.equal(seen[1]!.readable, true);
+  } finally {
+    h.close();
+    closeAll([a, b]);
+  }
 });
