@@ -17,7 +17,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 export function invalidEntryIndex(bytes: Buffer, count: number, offset = 0): number {
   const start = bytes.byteOffset + offset;
   if (LITTLE_ENDIAN && start % 4 === 0) {
-    // Entries are 5 words; the id is the first (a 100k-entry hand-over checks in ~0.1 ms).
+    // Entries are 5 words and the id is the first: one typed-array read per entry.
     const words = new Uint32Array(bytes.buffer, start, count * (E / 4));
     for (let i = 0, w = 0; i < count; i++, w += E / 4) {
       const id = words[w]!;

@@ -17,9 +17,11 @@ replayed). SIGINT/SIGTERM stop serving and exit WITHOUT unmounting: the mount
 stays, waiting for the next daemon. Only \`fusekeeper release NAME\` unmounts.
 On \`fusekeeper upgrade NAME\` the daemon finishes what it read and exits 0.
 
-A warm standby (--standby) is a spare: it starts, connects and waits until the
-session's owner dies, then takes the session over at once (the supervisor runs
-the recovery sequence and answers its waiting request). If the session does not
+A warm standby (--standby) is a spare: it starts, connects, runs a few read-only
+requests through its own code on a scratch mirror of SOURCE (so that nothing is
+compiled for the first time after a take-over) and waits until the session's
+owner dies, then takes the session over at once (the supervisor runs the
+recovery sequence and answers its waiting request). If the session does not
 exist yet, the first daemon to ask creates it, standby or not.
 
 options:
