@@ -23,9 +23,12 @@ export function summarize(samples: number[]): { n: number; min: number; median: 
   return { n: s.length, min: s[0] ?? NaN, median: at(0.5), p99: at(0.99), max: s.at(-1) ?? NaN };
 }
 
-/** Writes `bench/results/<name>.json` with the machine's description and prints where. */
+/**
+ * Writes `bench/results/<name>.json` (or into $FUSEKEEPER_BENCH_RESULTS: a benchmark run in
+ * the VM, whose checkout is read-only) with the machine's description and prints where.
+ */
 export function writeResult(name: string, figures: Record<string, unknown>): string {
-  const dir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+  const dir = process.env.FUSEKEEPER_BENCH_RESULTS ?? join(dirname(fileURLToPath(import.meta.url)), 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${name}.json`);
   const doc = {
