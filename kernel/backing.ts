@@ -1,4 +1,4 @@
-import { ioctl, ioctlResult, writeFd, NativeError, errnoName } from '../native/index.ts';
+import { ioctl, ioctlResult, writeFd, NativeError, errnoName, errnoValue } from '../native/index.ts';
 import {
   FUSE_DEV_IOC_BACKING_OPEN,
   FUSE_DEV_IOC_BACKING_CLOSE,
@@ -67,7 +67,7 @@ export function backingClose(fuseFd: number, id: number): void {
   }
 }
 
-const ENOENT = 2;
+const ENOENT = errnoValue('ENOENT');
 
 /**
  * `FUSE_DEV_IOC_BACKING_CLOSE` of an id that may not be open: true when it was (and is now

@@ -2,7 +2,7 @@
 // fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, file handles and nanosecond timestamps. All throw `NativeError`; none takes
 // ownership of an fd.
 import { sys, lastErrno } from './libc.ts';
-import { NativeError } from './errors.ts';
+import { NativeError, errnoValue } from './errors.ts';
 
 const AT_FDCWD = -100;
 
@@ -99,7 +99,7 @@ export function setTimes(target: string | number, atime: TimeSpec, mtime: TimeSp
 const AT_EMPTY_PATH = 0x1000;
 /** MAX_HANDLE_SZ of the kernel: the longest f_handle. */
 const MAX_HANDLE_SZ = 128;
-const EOPNOTSUPP = 95;
+const EOPNOTSUPP = errnoValue('EOPNOTSUPP');
 
 /**
  * name_to_handle_at(2) of the open file `fd`: the kernel's `struct file_handle` (u32

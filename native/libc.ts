@@ -92,12 +92,8 @@ export interface PollHandle {
   ref(): void;
 }
 
-interface KoffiPollHandle {
+interface KoffiPollHandle extends Omit<PollHandle, 'setEvents'> {
   start(events: PollInterest, callback: (status: number, ev: PollEvents) => void): void;
-  stop(): void;
-  close(): void;
-  unref(): void;
-  ref(): void;
 }
 
 /**

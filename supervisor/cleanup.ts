@@ -16,11 +16,6 @@ export interface CleanupReport {
   alreadyGone: number;
 }
 
-/** Closes `id`, returning false when the kernel did not know it. Other errors propagate. */
-function closeIfOpen(fuseFd: number, id: number): boolean {
-  return backingCloseIfOpen(fuseFd, id);
-}
-
 /**
  * Closes ids a dead owner opened but never reported: probes upwards from the journal's
  * `probeFrom` until `PROBE_WINDOW` consecutive ids are unknown to the kernel. Must run while
@@ -31,7 +26,7 @@ export function probeUnreported(fuseFd: number, journal: BackingJournal, window 
   let misses = 0;
   for (let id = journal.probeFrom; misses < window && id <= 0x7fffffff; id++) {
     if (journal.has(id)) continue;
-    if (closeIfOpen(fuseFd, id)) {
+    if (backingCloseIfOpen(fuseFd, id)) {
       probed++;
       misses = 0;
     } else {
@@ -51,7 +46,7 @@ export function closeUnadopted(fuseFd: number, journal: BackingJournal, ids: Ite
   let alreadyGone = 0;
   for (const id of ids) {
     if (!journal.has(id)) continue;
-    if (closeIfOpen(fuseFd, id)) closed++;
+    if (backingCloseIfOpen(fuseFd, id)) closed++;
     else alreadyGone++;
     journal.close(id);
   }

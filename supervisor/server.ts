@@ -534,8 +534,6 @@ export class Supervisor {
     this.#pollWritable(conn, true);
   }
 
-  // A full socket is rare (a peer that does not read); retrying on a timer keeps one
-  // readable-only poll handle per connection.
   /** Sends queued frames while the socket has room; polls for room again when it has none. */
   #flush(conn: Conn): void {
     while (conn.out.length > 0 && !conn.closed) {
@@ -569,7 +567,6 @@ export class Supervisor {
     if (ev.writable) this.#flush(conn);
     if (!ev.writable || ev.readable || ev.disconnect) this.#onReadable(conn);
   }
-
 
   #reply(conn: Conn, requestId: number, msg: ControlMessage): void {
     this.#send(conn, encodeMessage(msg, requestId));
@@ -1174,11 +1171,11 @@ export class Supervisor {
       this.#reply(conn, requestId, { type: 'ok' });
       return;
     }
-    // The new owner waits for ADOPTED before it serves: it is answered first, and the ids
-    // nobody adopted are closed right after, in chunks (100k ioctls take a while). That is
-    // safe: an id stays allocated until closed, so the owner can never be given it again,
-    // and it stays in the journal until closed, so no crash meanwhile loses it (the next
-    // recovery closes what is left before anything else).
+    // ADOPTED is answered first (the new owner may be serving already), and the ids nobody
+    // adopted are closed right after, in chunks (100k ioctls take a while). That is safe: an
+    // id stays allocated until closed, so the owner can never be given it again, and it stays
+    // in the journal until closed, so no crash meanwhile loses it (the next recovery closes
+    // what is left before anything else).
     const adopted = s.journal.adoptedCount;
     const toClose = s.journal.settle();
     if (s.adoptTimer) clearTimeout(s.adoptTimer);

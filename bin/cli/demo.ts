@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { findMount, unmountFuse } from '../../kernel/mount.ts';
 import { connectSupervisor, type SupervisorClient } from '../../client/supervisor.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
@@ -81,6 +82,16 @@ function packageRoot(): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Calls `onLine` with each complete line of a child's output. */
+function onLines(stream: Readable, onLine: (line: string) => void): void {
+  let partial = '';
+  stream.setEncoding('utf8').on('data', (c: string) => {
+    const lines = (partial + c).split('\n');
+    partial = lines.pop()!;
+    for (const l of lines) onLine(l);
+  });
+}
 
 export interface DemoOptions {
   crashes: number;
@@ -155,21 +166,16 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       detached: true,
       env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(NOTIFY_SOCKET|LISTEN_|WATCHDOG_|FUSEKEEPER_)/.test(k))),
     });
-    let partial = '';
-    supervisor.stdout!.setEncoding('utf8').on('data', (c: string) => {
-      log += c;
-      const parts = (partial + c).split('\n');
-      partial = parts.pop()!;
-      for (const p of parts) {
-        try {
-          const e = JSON.parse(p) as Record<string, unknown>;
-          events.push(e);
-          if (e.event === 'daemon.started') daemonPids.add(e.child as number);
-        } catch {
-          // not a log line
-        }
+    onLines(supervisor.stdout!, (p) => {
+      try {
+        const e = JSON.parse(p) as Record<string, unknown>;
+        events.push(e);
+        if (e.event === 'daemon.started') daemonPids.add(e.child as number);
+      } catch {
+        // not a log line
       }
     });
+    supervisor.stdout!.on('data', (c: string) => (log += c));
     supervisor.stderr!.setEncoding('utf8').on('data', (c: string) => (log += c));
     await waitFor('the supervisor to listen', () => {
       if (supervisor!.exitCode !== null) throw new Error(`fusekeeper serve exited: ${log.slice(-2000)}`);
@@ -185,15 +191,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     const file = join(mountpoint, 'data.bin');
     reader = spawn(process.execPath, ['-e', READER, file, '1000'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const samples: Sample[] = [];
-    let rpartial = '';
     let readerErr = '';
-    reader.stdout!.setEncoding('utf8').on('data', (c: string) => {
-      const parts = (rpartial + c).split('\n');
-      rpartial = parts.pop()!;
-      for (const p of parts) {
-        const [s, ns, err] = p.split(' ');
-        if (s && ns && err) samples.push({ start: BigInt(s), ns: Number(ns), err });
-      }
+    onLines(reader.stdout!, (p) => {
+      const [s, ns, err] = p.split(' ');
+      if (s && ns && err) samples.push({ start: BigInt(s), ns: Number(ns), err });
     });
     reader.stderr!.setEncoding('utf8').on('data', (c: string) => (readerErr += c));
     const readerExit = new Promise<number | null>((r) => reader!.once('exit', (code) => r(code)));
