@@ -7,7 +7,9 @@ import {
   closeAll,
   closeFd,
   connectSocket,
+  createSealedFile,
   createSocket,
+  readSealedFile,
   receiveMessage,
   sendMessage,
   waitWritableSync,
@@ -24,6 +26,7 @@ import {
   encodeJournalOpenWire,
   encodeMessage,
   HEADER_SIZE,
+  JOURNAL_ENTRY_SIZE,
   JournalEntries,
   JournalStore,
   MAX_MESSAGE,
@@ -176,9 +179,11 @@ export class SupervisorClient {
     // A connection that breaks meanwhile answers every pending request with an ERROR.
     const result = await new Promise<ReturnType<AcquireCollector['push']>>((resolve) => {
       this.#sendRequest(link, { type: 'acquire', name, mount, standby: opts.standby ?? false }, (msg, fds) => {
+        let fileEntries: JournalEntries | Error | undefined;
         if (msg.type === 'acquired' && fds.length === 1) fd = fds[0]!;
+        else if (msg.type === 'journal_file' && fds.length === 1) fileEntries = readJournalFile(fds[0]!, msg.count);
         else closeAll(fds);
-        const p = collector.push(msg);
+        const p = collector.push(msg, fileEntries);
         if (p.done) resolve(p);
         return p.done;
       });
@@ -447,19 +452,53 @@ export class SupervisorClient {
   }
 }
 
-/** Decodes and collects a resumed ACQUIRE reply with one item of each kind of state. */
+/**
+ * The entries of a JOURNAL_FILE's sealed memfd `fd` (closed here on every path), or the Error
+ * that says why they cannot be used.
+ */
+function readJournalFile(fd: number, count: number): JournalEntries | Error {
+  try {
+    return JournalEntries.fromWire(readSealedFile(fd, count * JOURNAL_ENTRY_SIZE));
+  } catch (err) {
+    return err as Error;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/**
+ * Decodes and collects made-up resumed ACQUIRE replies with one item of each kind of state,
+ * the journal once in a frame and once in a file.
+ */
 function rehearseAcquireReply(): void {
-  const frames = encodeAcquireSequence(1, {
-    acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' },
-    initParams: Buffer.alloc(16),
-    checkpoint: new Map([['rehearsal', Buffer.alloc(16)]]),
-    journal: [{ id: 1, dev: 1n, ino: 1n }],
-  });
-  const collector = new AcquireCollector();
-  frames.forEach((f, i) => {
-    const d = decodeMessage(f, i === 0 ? 1 : 0, { from: 'supervisor', packedJournal: true });
-    if (d.ok) collector.push(d.message);
-  });
+  const journal = JournalEntries.from([{ id: 1, dev: 1n, ino: 1n }]);
+  for (const journalFile of [false, true]) {
+    const frames = encodeAcquireSequence(
+      1,
+      {
+        acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' },
+        initParams: Buffer.alloc(16),
+        checkpoint: new Map([['rehearsal', Buffer.alloc(16)]]),
+        journal,
+      },
+      { journalFile },
+    );
+    const collector = new AcquireCollector();
+    frames.forEach((f, i) => {
+      const fileFrame = journalFile && i === frames.length - 2;
+      const d = decodeMessage(f, i === 0 || fileFrame ? 1 : 0, { from: 'supervisor', packedJournal: true });
+      if (!d.ok) return;
+      collector.push(d.message, fileFrame && d.message.type === 'journal_file' ? rehearsalFile(journal, d.message.count) : undefined);
+    });
+  }
+}
+
+function rehearsalFile(journal: JournalEntries, count: number): JournalEntries | Error {
+  try {
+    return readJournalFile(createSealedFile('fusekeeper-rehearsal', journal.bytes), count);
+  } catch (err) {
+    return err as Error; // no memfd now (EMFILE?): the rehearsal only warms the code up
+  }
 }
 
 /** An acquired session: its fd, the state handed over, and the calls that keep state current. */

@@ -7,3 +7,4 @@ export * from './socket.ts';
 export * from './mount.ts';
 export * from './pidfd.ts';
 export * from './files.ts';
+export * from './memfd.ts';

@@ -26,6 +26,7 @@ export const sys = {
   writev: libc.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
   fstat: libc.func('int fstat(int fd, void *statbuf)'),
+  memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
   umount2: libc.func('int umount2(const char *target, int flags)'),
   syscall: libc.func('long syscall(long number, ...)'),

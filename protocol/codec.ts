@@ -17,6 +17,7 @@ import {
   MAX_ERROR_MESSAGE,
   MAX_INIT_PARAMS,
   MAX_JOURNAL_CHUNK,
+  MAX_JOURNAL_FILE_ENTRIES,
   MAX_KEY_BYTES,
   MAX_LABEL_BYTES,
   MAX_MESSAGE,
@@ -210,6 +211,10 @@ function writePayload(w: FieldWriter, msg: ControlMessage): void {
         w.u64(e.dev, 'entry dev');
         w.u64(e.ino, 'entry ino');
       }
+      return;
+    case 'journal_file':
+      w.count(msg.count, 'entries', MAX_JOURNAL_FILE_ENTRIES);
+      if (msg.count < 1) throw new ProtocolError('EINVAL', 'invalid value', 'JOURNAL_FILE carries at least one entry');
       return;
     case 'state_end':
       w.u32(msg.checkpointCount, 'checkpointCount');
@@ -495,6 +500,9 @@ const READERS: Record<MessageName, PayloadReader> = {
       entries[i] = { id, dev, ino };
     }
     return { type: 'journal_entries', entries };
+  },
+  journal_file(r) {
+    return { type: 'journal_file', count: r.outOfBandCount('entries', MAX_JOURNAL_FILE_ENTRIES) };
   },
   state_end(r) {
     const checkpointCount = r.u32('checkpointCount');

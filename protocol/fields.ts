@@ -140,6 +140,14 @@ export class FieldReader {
     return n;
   }
 
+  /** A u32 count of items carried outside the frame (in an attached fd): 1..`max`. */
+  outOfBandCount(what: string, max: number): number {
+    const n = this.u32(`${what} count`);
+    if (n === 0) fail('invalid value', `${what} count must be at least 1`);
+    if (n > max) fail('oversized', `${what} count ${n}, limit ${max}`);
+    return n;
+  }
+
   /** The payload must be consumed exactly. */
   end(): void {
     if (this.#pos !== this.#end) fail('trailing bytes', `${this.#end - this.#pos} bytes after the last field`);

@@ -43,6 +43,12 @@ export const MAX_STATUS_JSON = MAX_PAYLOAD - 4;
 export const JOURNAL_ENTRY_SIZE = 20;
 /** Most entries in one JOURNAL_ENTRIES message: (MAX_PAYLOAD - 4) / 20. */
 export const MAX_JOURNAL_CHUNK = Math.floor((MAX_PAYLOAD - 4) / JOURNAL_ENTRY_SIZE);
+/**
+ * Most entries in one JOURNAL_FILE (80 MiB of entries): a receiver may allocate count x 20
+ * bytes, so the count is bounded like every other length. The supervisor journals at most
+ * this many ids per session.
+ */
+export const MAX_JOURNAL_FILE_ENTRIES = 4 * 1024 * 1024;
 /** Most ids in one ADOPT message: (MAX_PAYLOAD - 1 - 4) / 4. */
 export const MAX_ADOPT_CHUNK = Math.floor((MAX_PAYLOAD - 5) / 4);
 /** Backing ids are positive int32 values (the ioctl returns an int; 0 is never allocated). */

@@ -47,6 +47,12 @@ export interface CheckpointEntryMessage { type: 'checkpoint_entry'; key: string;
  * decodeMessage gives the packed form with `DecodeOptions.packedJournal`.
  */
 export interface JournalEntriesMessage { type: 'journal_entries'; entries: JournalEntry[] | JournalEntries }
+/**
+ * Carries 1 fd: a sealed memfd holding `count` journal entries in the wire layout
+ * (JOURNAL_ENTRY_SIZE bytes each, nothing else). Sent instead of JOURNAL_ENTRIES frames for a
+ * journal longer than one of them holds.
+ */
+export interface JournalFileMessage { type: 'journal_file'; count: number }
 export interface StateEndMessage { type: 'state_end'; initParams: boolean; checkpointCount: number; journalCount: number }
 /** Carries 1 fd: a /dev/fuse fd the daemon mounted itself. */
 export interface StoreMessage { type: 'store'; name: string; mount: MountSpec }
@@ -80,6 +86,7 @@ export type ControlMessage =
   | InitParamsMessage
   | CheckpointEntryMessage
   | JournalEntriesMessage
+  | JournalFileMessage
   | StateEndMessage
   | StoreMessage
   | StoredMessage
@@ -163,6 +170,7 @@ export const MESSAGE_TYPES: readonly MessageTypeInfo[] = Object.freeze([
   row(0x48, 'stored', 'reply'),
   row(0x49, 'adopted', 'reply'),
   row(0x4a, 'status_reply', 'reply'),
+  row(0x4b, 'journal_file', 'reply', 1),
 
   row(0x60, 'drain_request', 'notify'),
 ]);

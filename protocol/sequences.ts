@@ -55,20 +55,34 @@ export interface AcquireState {
 }
 
 /**
- * The supervisor's side: every frame answering ACQUIRE `requestId`, in order: ACQUIRED (send
- * it with the /dev/fuse fd), INIT_PARAMS if any, one CHECKPOINT_ENTRY per key, the journal in
- * chunks, STATE_END. The frames must be sent back to back, nothing else in between.
- * Throws ProtocolError EINVAL for state a fresh (not resumed) acquire cannot carry.
+ * True when a journal of `length` entries is handed over as a JOURNAL_FILE: it does not fit
+ * one JOURNAL_ENTRIES frame.
  */
-export function encodeAcquireSequence(requestId: number, state: AcquireState): Buffer[] {
+export function journalGoesInFile(length: number): boolean {
+  return length > MAX_JOURNAL_CHUNK;
+}
+
+/**
+ * The supervisor's side: every frame answering ACQUIRE `requestId`, in order: ACQUIRED (send
+ * it with the /dev/fuse fd), INIT_PARAMS if any, one CHECKPOINT_ENTRY per key, the journal,
+ * STATE_END. The frames must be sent back to back, nothing else in between.
+ *
+ * The journal is JOURNAL_ENTRIES chunks, or with `journalFile` one JOURNAL_FILE frame, the
+ * last but one, to be sent with a sealed memfd of the journal's wire bytes
+ * (`JournalEntries.from(journal).bytes`). Throws ProtocolError EINVAL for state a fresh (not
+ * resumed) acquire cannot carry, or `journalFile` with an empty journal.
+ */
+export function encodeAcquireSequence(requestId: number, state: AcquireState, opts: { journalFile?: boolean } = {}): Buffer[] {
   const { acquired, initParams, checkpoint, journal } = state;
   if (!acquired.resumed && (initParams !== null || checkpoint.size > 0 || journal.length > 0)) {
     throw new ProtocolError('EINVAL', 'bad sequence', 'a fresh ACQUIRED carries no saved state');
   }
+  if (opts.journalFile && journal.length === 0) throw new ProtocolError('EINVAL', 'bad sequence', 'JOURNAL_FILE needs at least one entry');
   const frames = [encodeMessage(acquired, requestId)];
   if (initParams !== null) frames.push(encodeMessage({ type: 'init_params', params: initParams }, requestId));
   for (const [key, value] of checkpoint) frames.push(encodeMessage({ type: 'checkpoint_entry', key, value }, requestId));
-  for (const chunk of chunkJournal(journal)) frames.push(encodeMessage(chunk, requestId));
+  if (opts.journalFile) frames.push(encodeMessage({ type: 'journal_file', count: journal.length }, requestId));
+  else for (const chunk of chunkJournal(journal)) frames.push(encodeMessage(chunk, requestId));
   frames.push(encodeMessage({ type: 'state_end', initParams: initParams !== null, checkpointCount: checkpoint.size, journalCount: journal.length }, requestId));
   return frames;
 }
@@ -82,10 +96,12 @@ export type AcquireProgress =
 
 /**
  * The client's side: feed it every message that arrives on the ACQUIRE's requestId, in
- * order. It checks the sequence (ACQUIRED, [INIT_PARAMS], CHECKPOINT_ENTRY*, JOURNAL_ENTRIES*,
- * STATE_END), duplicate keys, and the STATE_END counts. A first ERROR is a refusal; a
- * malformed sequence is a ProtocolError EPROTO 'bad sequence' (disconnect, and close the fd
- * of ACQUIRED if it arrived). After `done`, further messages are errors.
+ * order. It checks the sequence (ACQUIRED, [INIT_PARAMS], CHECKPOINT_ENTRY*,
+ * (JOURNAL_ENTRIES* | JOURNAL_FILE), STATE_END), duplicate keys, and the STATE_END counts. A
+ * JOURNAL_FILE is pushed with the entries read from its memfd (`fileEntries`), or with an
+ * Error saying why they could not be read. A first ERROR is a refusal; a malformed sequence
+ * is a ProtocolError EPROTO 'bad sequence' (disconnect, and close the fd of ACQUIRED if it
+ * arrived). After `done`, further messages are errors.
  */
 export class AcquireCollector {
   #acquired: AcquiredMessage | null = null;
@@ -94,6 +110,7 @@ export class AcquireCollector {
   /** Chunks received, packed; `#journalCount` entries in all. */
   #journal: JournalEntries[] = [];
   #journalCount = 0;
+  #journalFromFile = false;
   /** 0 expecting ACQUIRED, 1 INIT_PARAMS allowed, 2 checkpoint entries, 3 journal chunks, 4 done. */
   #phase = 0;
 
@@ -102,7 +119,7 @@ export class AcquireCollector {
     return { done: true, error: new ProtocolError('EPROTO', 'bad sequence', detail) };
   }
 
-  push(msg: ControlMessage): AcquireProgress {
+  push(msg: ControlMessage, fileEntries?: JournalEntries | Error): AcquireProgress {
     if (this.#phase === 4) return this.#fail(`${msg.type} after the end of the ACQUIRE reply`);
     switch (msg.type) {
       case 'error':
@@ -126,7 +143,7 @@ export class AcquireCollector {
         this.#phase = 2;
         return { done: false };
       case 'journal_entries':
-        if (this.#phase < 1 || this.#phase > 3 || !this.#acquired?.resumed) return this.#fail('JOURNAL_ENTRIES out of place');
+        if (this.#phase < 1 || this.#phase > 3 || !this.#acquired?.resumed || this.#journalFromFile) return this.#fail('JOURNAL_ENTRIES out of place');
         if (msg.entries instanceof JournalEntries) this.#journal.push(msg.entries);
         else {
           try {
@@ -136,6 +153,16 @@ export class AcquireCollector {
           }
         }
         this.#journalCount += msg.entries.length;
+        this.#phase = 3;
+        return { done: false };
+      case 'journal_file':
+        if (this.#phase < 1 || this.#phase > 2 || !this.#acquired?.resumed) return this.#fail('JOURNAL_FILE out of place');
+        if (fileEntries === undefined) return this.#fail('JOURNAL_FILE without its entries');
+        if (fileEntries instanceof Error) return this.#fail(`JOURNAL_FILE: ${fileEntries.message}`);
+        if (fileEntries.length !== msg.count) return this.#fail(`JOURNAL_FILE says ${msg.count} entries, its file holds ${fileEntries.length}`);
+        this.#journal.push(fileEntries);
+        this.#journalCount += msg.count;
+        this.#journalFromFile = true;
         this.#phase = 3;
         return { done: false };
       case 'state_end': {

@@ -19,6 +19,7 @@ import {
   receiveMessage,
   sendMessage,
   connectSocket,
+  createSealedFile,
   watchFd,
   sameOpenFile,
   setNonBlocking,
@@ -34,6 +35,8 @@ import {
   decodeMessage,
   encodeMessage,
   encodeAcquireSequence,
+  journalGoesInFile,
+  JournalEntries,
   errorMessage,
   describeMessage,
   messageTypeByCode,
@@ -42,6 +45,7 @@ import {
   FEATURE_RESEND,
   HEADER_SIZE,
   isJournalOpenFrame,
+  MAX_JOURNAL_FILE_ENTRIES,
   MAX_MESSAGE,
   MAX_STATUS_JSON,
   PROTOCOL_VERSION,
@@ -116,13 +120,13 @@ class Refusal extends Error {
 const MAX_QUEUED_FRAMES = 4096;
 /** Per-session limits (ENOSPC beyond them). */
 const MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024;
-const MAX_JOURNAL_ENTRIES = 4_000_000;
 const MAX_SESSIONS = 4096;
 /**
- * SO_SNDBUF asked for on each connection (the kernel doubles it: 1 MiB). A resumed ACQUIRE of a 100k-id journal is 2 MB in
- * 33 frames; with the default 208 KiB about 3 frames fit, and every refill waits for the
- * daemon to read and the supervisor to be told there is room. AF_UNIX datagram sockets also
- * queue at most net.unix.max_dgram_qlen (default 10) frames, which 1 MiB about matches.
+ * SO_SNDBUF asked for on each connection (the kernel doubles it: 1 MiB). A resumed ACQUIRE
+ * with a large checkpoint is many 64 KB frames; with the default 208 KiB about 3 fit, and
+ * every refill waits for the daemon to read and the supervisor to be told there is room.
+ * AF_UNIX datagram sockets also queue at most net.unix.max_dgram_qlen (default 10) frames,
+ * which 1 MiB about matches. (A large journal goes in one memfd instead: #sendResumed.)
  */
 const SEND_BUFFER = 512 * 1024;
 /** Unadopted backing ids closed per event-loop turn after ADOPTED. */
@@ -670,8 +674,8 @@ export class Supervisor {
 
   /** True, after a protocol error, when JOURNAL_OPEN of `id` would grow a full journal. */
   #journalFull(conn: Conn, s: LiveSession, id: number): boolean {
-    if (s.journal.size < MAX_JOURNAL_ENTRIES || s.journal.has(id)) return false;
-    this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `journal of ${s.name} is full (${MAX_JOURNAL_ENTRIES} ids)`));
+    if (s.journal.size < MAX_JOURNAL_FILE_ENTRIES || s.journal.has(id)) return false;
+    this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `journal of ${s.name} is full (${MAX_JOURNAL_FILE_ENTRIES} ids)`));
     return true;
   }
 
@@ -973,6 +977,30 @@ export class Supervisor {
   }
 
   /**
+   * A resumed ACQUIRE reply. A journal longer than one frame goes in a sealed memfd
+   * (JOURNAL_FILE): one fd instead of a frame per 3275 entries, which the peer would have to
+   * read in as many wake-ups. Without a memfd (EMFILE, ENOMEM) it goes in frames.
+   */
+  #sendResumed(conn: Conn, requestId: number, s: LiveSession, strategy: CleanupStrategy): 'file' | 'frames' {
+    const state = { acquired: { type: 'acquired' as const, generation: s.generation, resumed: true, strategy }, initParams: s.init, checkpoint: s.checkpoint, journal: s.journal.snapshot() };
+    let file = -1;
+    if (journalGoesInFile(state.journal.length)) {
+      try {
+        file = createSealedFile(`fusekeeper-journal-${s.name}`, JournalEntries.from(state.journal).bytes);
+      } catch (err) {
+        this.#log.warn({ event: 'journal.file_failed', session: s.name, err: (err as Error).message }, `journal of ${s.name} goes in frames: ${(err as Error).message}`);
+      }
+    }
+    try {
+      const frames = encodeAcquireSequence(requestId, state, { journalFile: file >= 0 });
+      frames.forEach((f, i) => this.#send(conn, f, i === 0 ? s.fd : file >= 0 && i === frames.length - 2 ? file : undefined));
+      return file >= 0 ? 'file' : 'frames';
+    } finally {
+      if (file >= 0) closeFd(file);
+    }
+  }
+
+  /**
    * The recovery sequence for `conn` taking over orphaned session `s`: fence, clean, replay,
    * hand over with generation + 1.
    */
@@ -1011,13 +1039,7 @@ export class Supervisor {
       else s.journal.settle();
       this.#setOwner(s, conn);
       conn.acquiring = false;
-      const frames = encodeAcquireSequence(requestId, {
-        acquired: { type: 'acquired', generation: s.generation, resumed: true, strategy: cleanup.strategy },
-        initParams: s.init,
-        checkpoint: s.checkpoint,
-        journal: s.journal.snapshot(),
-      });
-      this.#sendSequence(conn, frames, s.fd);
+      const journalIn = this.#sendResumed(conn, requestId, s, cleanup.strategy);
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
       this.#hook('changed', s, true);
@@ -1026,7 +1048,7 @@ export class Supervisor {
       this.#metrics.backingIds('probed', cleanup.probed);
       if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
       this.#log.info(
-        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size },
+        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, journalIn, checkpointKeys: s.checkpoint.size },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
       );
     } catch (err) {

@@ -35,7 +35,7 @@ import { openFuseDevice } from '../../kernel/device.ts';
 import { mountFuse, unmountFuse } from '../../kernel/mount.ts';
 import { abortConnection, waitingRequests } from '../../kernel/connections.ts';
 import { FuseKernelError } from '../../kernel/errors.ts';
-import { decodeMessage, encodeMessage, MAX_MESSAGE, type ControlMessage } from '../../protocol/index.ts';
+import { decodeMessage, encodeMessage, MAX_JOURNAL_CHUNK, MAX_MESSAGE, type ControlMessage } from '../../protocol/index.ts';
 import { connectSupervisor, SupervisorError, type ClientSession, type SupervisorClient } from '../../client/supervisor.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 import {
@@ -56,6 +56,7 @@ import {
   type SupervisorProcess,
 } from './helpers/supervisor.ts';
 import type { OwnerPlan, OwnerReport } from './helpers/owner.ts';
+import { fdSnapshot } from './helpers/connection.ts';
 
 const NOBODY = 65534;
 /** Heartbeat silence the main supervisor tolerates (its config). */
@@ -251,6 +252,33 @@ test('a second owner gets EBUSY; a standby takes over a SIGKILLed owner with its
   await release('crash', mountpoint);
   dropFd(s.fd);
   rival.close();
+});
+
+test('a journal longer than one frame is handed over in one sealed memfd (JOURNAL_FILE); neither side keeps it open', async () => {
+  const count = MAX_JOURNAL_CHUNK + 100;
+  const { dir, mountpoint, files } = sessionDir(sup.dir, 'bigjournal', count);
+  const spec = mountSpec(mountpoint);
+  const first = owner({ name: 'bigjournal', mount: spec, backingIn: { dir, count }, then: 'sleep' });
+  const r1 = await first.report;
+  assert.equal(r1.ids.length, count);
+  const client = await daemonClient();
+  const standby = client.acquire('bigjournal', spec, { standby: true });
+  await waitUntil(async () => (await sessionStatus('bigjournal'))?.standbys === 1, 'the standby to wait');
+  await first.kill('SIGKILL');
+  const s = hold(await standby);
+  const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'bigjournal');
+  assert.equal(recovered.journalIn, 'file');
+  assert.equal(s.journal.length, count);
+  assert.deepEqual(s.journal.map((e) => e.id), r1.ids, 'every journaled id, in the order reported');
+  assert.deepEqual({ dev: s.journal.dev(count - 1).toString(), ino: s.journal.ino(count - 1).toString() }, inode(files[count - 1]!));
+  const memfds = (fds: Map<number, string>) => [...fds.values()].filter((t) => t.startsWith('/memfd:'));
+  assert.deepEqual(memfds(fdSnapshot()), [], 'the SDK closed the memfd after reading it');
+  assert.deepEqual(memfds(sup.fds()), [], 'the supervisor closed its memfd after sending it');
+  assert.deepEqual(await s.adopt([]), { closed: count, probed: 0 });
+  await waitUntil(async () => (await sessionStatus('bigjournal'))?.liveBackingIds === 0, 'the supervisor to close every inherited id');
+  await release('bigjournal', mountpoint);
+  dropFd(s.fd);
+  client.close();
 });
 
 /** dev/ino of a file as the journal carries them (decimal strings). */

@@ -4,11 +4,14 @@ import { constants } from 'node:os';
 import { mulberry32 } from './fixtures/prng.ts';
 import {
   AcquireCollector,
+  JournalEntries,
+  journalGoesInFile,
   ERRNO,
   HEADER_SIZE,
   MAX_ADOPT_CHUNK,
   MAX_CHECKPOINT_VALUE,
   MAX_JOURNAL_CHUNK,
+  MAX_JOURNAL_FILE_ENTRIES,
   MAX_KEY_BYTES,
   MAX_MESSAGE,
   MAX_STATUS_JSON,
@@ -67,7 +70,7 @@ const CODE = {
   hello: 0x01, acquire: 0x02, store: 0x03, adopt: 0x04, release: 0x05, status: 0x06, drain: 0x07,
   init_save: 0x20, journal_open: 0x21, journal_close: 0x22, checkpoint_put: 0x23, checkpoint_delete: 0x24, heartbeat: 0x25, drained: 0x26,
   ok: 0x40, error: 0x41, hello_ok: 0x42, acquired: 0x43, init_params: 0x44, checkpoint_entry: 0x45, journal_entries: 0x46,
-  state_end: 0x47, stored: 0x48, adopted: 0x49, status_reply: 0x4a, drain_request: 0x60,
+  state_end: 0x47, stored: 0x48, adopted: 0x49, status_reply: 0x4a, journal_file: 0x4b, drain_request: 0x60,
 } as const satisfies Record<MessageName, number>;
 
 function mountPayload(m: MountSpec): Buffer {
@@ -106,6 +109,8 @@ const SAMPLES: Sample[] = [
   { msg: { type: 'checkpoint_entry', key: 'k'.repeat(MAX_KEY_BYTES), value: Buffer.alloc(MAX_CHECKPOINT_VALUE, 7) }, requestId: 2, fds: 0 },
   { msg: { type: 'journal_entries', entries: [{ id: 1, dev: 2049n, ino: 12n }, { id: 0x7fffffff, dev: 0n, ino: (1n << 64n) - 1n }] }, requestId: 2, fds: 0 },
   { msg: { type: 'journal_entries', entries: [] }, requestId: 2, fds: 0 },
+  { msg: { type: 'journal_file', count: 1 }, requestId: 2, fds: 1 },
+  { msg: { type: 'journal_file', count: MAX_JOURNAL_FILE_ENTRIES }, requestId: 2, fds: 1 },
   { msg: { type: 'state_end', initParams: true, checkpointCount: 1, journalCount: 2 }, requestId: 2, fds: 0 },
   { msg: { type: 'store', name: 'self.mounted@host:1', mount: MOUNT }, requestId: 3, fds: 1 },
   { msg: { type: 'stored', generation: 1 }, requestId: 3, fds: 0 },
@@ -180,7 +185,7 @@ test('MESSAGE_TYPES: unique codes and names, consistent rows, codes as documente
   }
   assert.equal(messageTypeByCode(0), undefined);
   assert.deepEqual([...names].sort(), Object.keys(CODE).sort());
-  assert.deepEqual(MESSAGE_TYPES.filter((t) => t.fds === 1).map((t) => t.name).sort(), ['acquired', 'store']);
+  assert.deepEqual(MESSAGE_TYPES.filter((t) => t.fds === 1).map((t) => t.name).sort(), ['acquired', 'journal_file', 'store']);
   assert.equal(PROTOCOL_VERSION, 1);
   assert.equal(MAX_MESSAGE, 65536);
 });
@@ -341,7 +346,7 @@ test('header rejections: magic, version, flags, reserved, length, type, size', (
   expectReject(decodeMessage(patch(15, 1), 0), 'length mismatch');
   expectReject(decodeMessage(Buffer.concat([good, Buffer.from([0])]), 0), 'length mismatch');
   expectReject(decodeMessage(withPayloadLength(Buffer.concat([good, Buffer.from([0])])), 0), 'trailing bytes');
-  for (const t of [0x00, 0x08, 0x1f, 0x27, 0x4b, 0x61, 0x7f, 0xff]) expectReject(decodeMessage(patch(3, t), 0), 'unknown type', `type ${t}`);
+  for (const t of [0x00, 0x08, 0x1f, 0x27, 0x4c, 0x61, 0x7f, 0xff]) expectReject(decodeMessage(patch(3, t), 0), 'unknown type', `type ${t}`);
   expectReject(decodeMessage(Buffer.alloc(0), 0), 'truncated header');
   expectReject(decodeMessage(withPayloadLength(Buffer.concat([good, Buffer.alloc(MAX_MESSAGE)])), 0), 'oversized');
   // Errors after a readable header carry its requestId and type so the receiver can answer.
@@ -433,6 +438,11 @@ test('oversized counts are rejected before anything is allocated', () => {
   expectReject(decodeMessage(frame(CODE.adopt, 1, cat(u8(0), u32(MAX_ADOPT_CHUNK + 1))), 0), 'oversized');
   expectReject(decodeMessage(frame(CODE.adopt, 1, cat(u8(0), u32(3), u32(1))), 0), 'truncated payload');
   expectReject(decodeMessage(frame(CODE.status_reply, 1, u32(0xffffffff)), 0), 'oversized');
+  expectReject(decodeMessage(frame(CODE.journal_file, 1, u32(MAX_JOURNAL_FILE_ENTRIES + 1)), 1), 'oversized');
+  expectReject(decodeMessage(frame(CODE.journal_file, 1, u32(0)), 1), 'invalid value');
+  expectReject(decodeMessage(frame(CODE.journal_file, 1, u32(1)), 0), 'wrong fd count');
+  throwsEinval(() => encodeMessage({ type: 'journal_file', count: MAX_JOURNAL_FILE_ENTRIES + 1 }, 1), 'oversized');
+  throwsEinval(() => encodeMessage({ type: 'journal_file', count: 0 }, 1), 'invalid value');
   expectReject(decodeMessage(frame(CODE.init_save, 0, u32(0x7fffffff)), 0), 'oversized');
   expectReject(decodeMessage(frame(CODE.hello, 1, cat(u16(1), u16(1), u8(1), u16(0xffff), Buffer.from('abc'))), 0), 'oversized');
   expectReject(decodeMessage(frame(CODE.hello, 1, cat(u16(1), u16(1), u8(1), u16(200), Buffer.from('abc'))), 0), 'truncated payload');
@@ -572,6 +582,46 @@ test('ACQUIRE sequence: encodeAcquireSequence and AcquireCollector agree, counts
   const fresh = encodeAcquireSequence(1, { acquired: { type: 'acquired', generation: 1, resumed: false, strategy: 'none' }, initParams: null, checkpoint: new Map(), journal: [] });
   assert.equal(fresh.length, 2);
   throwsEinval(() => encodeAcquireSequence(1, { ...state, acquired: { ...state.acquired, resumed: false } }), 'bad sequence');
+});
+
+test('ACQUIRE sequence with the journal in a JOURNAL_FILE: counted, exclusive, checked against its entries', () => {
+  const journal = JournalEntries.from(Array.from({ length: MAX_JOURNAL_CHUNK + 1 }, (_, i): JournalEntry => ({ id: i + 1, dev: 7n, ino: BigInt(i) })));
+  assert.ok(journalGoesInFile(journal.length) && !journalGoesInFile(MAX_JOURNAL_CHUNK));
+  const state = { acquired: { type: 'acquired' as const, generation: 3, resumed: true, strategy: 'journal' as const }, initParams: null, checkpoint: new Map([['k', Buffer.from('v')]]), journal };
+  const frames = encodeAcquireSequence(9, state, { journalFile: true });
+  assert.equal(frames.length, 4);
+  const fds = (i: number) => (i === 0 || i === frames.length - 2 ? 1 : 0);
+  const msgs = frames.map((f, i) => expectOk(decodeMessage(f, fds(i), { from: 'supervisor' })).message);
+  assert.deepEqual(msgs[2], { type: 'journal_file', count: journal.length });
+  assert.deepEqual(msgs[3], { type: 'state_end', initParams: false, checkpointCount: 1, journalCount: journal.length });
+  const run = (list: ControlMessage[], file: (m: ControlMessage) => JournalEntries | Error | undefined) => {
+    const c = new AcquireCollector();
+    let p;
+    for (const m of list) { p = c.push(m, file(m)); if (p.done) break; }
+    return p;
+  };
+  const ok = run(msgs, (m) => (m.type === 'journal_file' ? journal : undefined));
+  assert.ok(ok && ok.done && 'state' in ok);
+  assert.deepEqual(ok.state.journal.bytes, journal.bytes);
+
+  const chunk = expectOk(decodeMessage(encodeMessage({ type: 'journal_entries', entries: [{ id: 1, dev: 1n, ino: 1n }] }, 9), 0)).message;
+  const short = JournalEntries.from(journal.toArray().slice(1));
+  for (const [what, list, file] of [
+    ['no entries given', msgs, () => undefined],
+    ['unreadable file', msgs, (m: ControlMessage) => (m.type === 'journal_file' ? new Error('not sealed') : undefined)],
+    ['count differs from the file', msgs, (m: ControlMessage) => (m.type === 'journal_file' ? short : undefined)],
+    ['frames after the file', [msgs[0]!, msgs[2]!, chunk, msgs[3]!], (m: ControlMessage) => (m.type === 'journal_file' ? journal : undefined)],
+    ['a file after frames', [msgs[0]!, chunk, msgs[2]!, msgs[3]!], (m: ControlMessage) => (m.type === 'journal_file' ? journal : undefined)],
+    ['two files', [msgs[0]!, msgs[2]!, msgs[2]!, msgs[3]!], (m: ControlMessage) => (m.type === 'journal_file' ? journal : undefined)],
+  ] as const) {
+    const p = run([...list], file);
+    assert.ok(p && p.done && 'error' in p, what);
+    assert.equal(p.error.reason, 'bad sequence', what);
+  }
+  // A fresh ACQUIRED is never followed by a journal.
+  const fresh = run([{ type: 'acquired', generation: 1, resumed: false, strategy: 'journal' }, msgs[2]!], () => journal);
+  assert.ok(fresh && fresh.done && 'error' in fresh);
+  throwsEinval(() => encodeAcquireSequence(1, { ...state, journal: [] }, { journalFile: true }), 'bad sequence');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import {
   MAX_CHECKPOINT_VALUE,
   MAX_INIT_PARAMS,
   MAX_JOURNAL_CHUNK,
+  MAX_JOURNAL_FILE_ENTRIES,
   MAX_KEY_BYTES,
   MAX_LABEL_BYTES,
   MAX_MESSAGE,
@@ -303,6 +304,8 @@ export function genMessage(r: Rng, type: MessageName, ctx: GenContext): ControlM
       const n = r.chance(0.98) ? r.range(0, 8) : r.range(0, MAX_JOURNAL_CHUNK);
       return { type, entries: Array.from({ length: n }, () => ({ id: genBackingId(r), dev: r.u64(), ino: r.u64() })) };
     }
+    case 'journal_file':
+      return { type, count: r.chance(0.9) ? r.range(1, 8) : r.range(1, MAX_JOURNAL_FILE_ENTRIES) };
     case 'state_end':
       return { type, checkpointCount: r.range(0, 10), journalCount: r.range(0, 10), initParams: r.chance(0.5) };
     case 'stored':

@@ -7,6 +7,7 @@
 // The plan is JSON, from argv[2] or $FUSEKEEPER_OWNER_PLAN (managed daemons). Socket, session
 // name and standby default to $FUSEKEEPER_SOCKET, $FUSEKEEPER_SESSION, $FUSEKEEPER_STANDBY.
 import { openSync, closeSync, fstatSync } from 'node:fs';
+import { join } from 'node:path';
 import { connectSupervisor } from '../../../client/supervisor.ts';
 import { answerInit } from '../../../kernel/handshake.ts';
 import { backingOpen } from '../../../kernel/backing.ts';
@@ -22,6 +23,8 @@ export interface OwnerPlan {
   heartbeatMs?: number;
   /** Files registered as backing ids and journaled (after answering INIT on a fresh session). */
   backing?: string[];
+  /** More files like `backing`: DIR/b0 .. DIR/b<count - 1> (sessionDir's names), for lists too long for argv. */
+  backingIn?: { dir: string; count: number };
   /** Files registered as backing ids and never journaled: a crash between ioctl and report. */
   unreported?: string[];
   checkpoint?: Record<string, string>;
@@ -85,7 +88,8 @@ const register = (path: string, journal: boolean): number => {
     closeSync(fd);
   }
 };
-const ids = (plan.backing ?? []).map((p) => register(p, true));
+const backingFiles = [...(plan.backing ?? []), ...Array.from({ length: plan.backingIn?.count ?? 0 }, (_, i) => join(plan.backingIn!.dir, `b${i}`))];
+const ids = backingFiles.map((p) => register(p, true));
 const unreportedIds = (plan.unreported ?? []).map((p) => register(p, false));
 for (const [k, v] of Object.entries(plan.checkpoint ?? {})) session.checkpointPut(k, Buffer.from(v));
 for (const k of plan.deleteKeys ?? []) session.checkpointDelete(k);
