@@ -8,3 +8,4 @@ export * from './mount.ts';
 export * from './pidfd.ts';
 export * from './files.ts';
 export * from './memfd.ts';
+export * from './procevents.ts';

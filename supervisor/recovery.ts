@@ -24,17 +24,18 @@ export class RecoveryError extends Error {
 /**
  * Makes sure the owner's process reads nothing more from /dev/fuse: kills it if it still
  * lives (hung, disconnected or draining too long) and waits until its pidfd reports the exit
- * (the kernel closes a process's fds before that). An owner already dying, disconnected and
- * without fds needs no wait. Returns whether a kill was needed.
+ * (the kernel closes a process's fds before that). A disconnected owner whose every thread
+ * is already exiting needs no wait. Returns whether a kill was needed.
  */
 export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boolean> {
   if (owner.exited) return false;
   // A crashed owner's socket reaches EOF before its pidfd turns readable: it is dying, not
   // hung. SIGKILL is harmless then, but it was not a fence.
   const exiting = isExiting(owner.pid);
-  // Dying and disconnected, with no fd left in any thread: it can read /dev/fuse no more, and
-  // the pidfd would only report the rest of its exit (often 1-4 ms later on a busy machine).
-  if (exiting && owner.connection === null && fdsDropped(owner.pid)) return false;
+  // Disconnected, and no thread of it will run user code again: the pidfd would only report
+  // the rest of its exit, which for the last thread includes freeing the process's memory
+  // (milliseconds for a daemon of some size).
+  if (exiting && owner.connection === null && threadsExiting(owner.pid)) return false;
   let killed = !exiting;
   try {
     pidfdSendSignal(owner.pidfd, 'SIGKILL');
@@ -53,13 +54,24 @@ export async function fenceOwner(owner: Owner, timeoutMs: number): Promise<boole
   return killed;
 }
 
+/** Bits of the kernel's task flags word (field 9 of /proc/<pid>/stat, include/linux/sched.h). */
+const PF_EXITING = 0x4;
+const PF_IO_WORKER = 0x10;
+
+/** The task flags in a /proc stat line: after "pid (comm) ": state, ppid, pgrp, session, tty_nr, tpgid, flags. */
+function statFlags(stat: string): number {
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+}
+
 /**
- * Whether no thread of process `pid` has an open fd. do_exit() closes a thread's fds
- * (exit_files) before the process's pidfd turns readable (exit_notify, after every thread),
- * and a thread inside read() on /dev/fuse has not reached exit_files. False when a fd list
- * cannot be read (EACCES without root): then only the pidfd tells.
+ * Whether every thread of process `pid` is exiting (or gone). A thread sets PF_EXITING when
+ * it enters do_exit(), which it only does between system calls, and never returns to user
+ * space from there: with every thread exiting, no read or write on /dev/fuse is in progress
+ * or can start, even though the fds are closed only later (after the last thread has freed
+ * the memory). An io_uring worker thread (PF_IO_WORKER) may still act for the process, so
+ * one that lives makes this false; so does any /proc entry that cannot be read but exists.
  */
-export function fdsDropped(pid: number): boolean {
+export function threadsExiting(pid: number): boolean {
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
@@ -67,18 +79,17 @@ export function fdsDropped(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'ENOENT';
   }
   for (const tid of tids) {
+    let flags: number;
     try {
-      if (readdirSync(`/proc/${pid}/task/${tid}/fd`).length > 0) return false;
+      flags = statFlags(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
     } catch (err) {
-      // ENOENT: the thread is gone.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') continue; // reaped meanwhile
+      return false;
     }
+    if ((flags & PF_EXITING) === 0 || (flags & PF_IO_WORKER) !== 0) return false;
   }
   return true;
 }
-
-/** PF_EXITING in the kernel's flags word of the process (field 9 of /proc/<pid>/stat). */
-const PF_EXITING = 0x4;
 
 /**
  * Whether process `pid` is already exiting (or gone). Only asked while its pidfd has not
@@ -91,9 +102,7 @@ export function isExiting(pid: number): boolean {
   } catch {
     return true;
   }
-  // After "pid (comm) ": state, ppid, pgrp, session, tty_nr, tpgid, flags.
-  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
-  return (flags & PF_EXITING) !== 0;
+  return (statFlags(stat) & PF_EXITING) !== 0;
 }
 
 /**

@@ -23,6 +23,8 @@ import {
   watchFd,
   sameOpenFile,
   setNonBlocking,
+  subscribeThreadExits,
+  readThreadExits,
   NativeError,
   type PeerCredentials,
   type PollEvents,
@@ -58,7 +60,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, threadsExiting } from './recovery.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -194,6 +196,14 @@ export class Supervisor {
   hooks: SessionHooks = {};
   /** The control socket came from systemd (socket activation): not ours to unlink. */
   #listenInherited = false;
+  /** Netlink socket of the kernel's thread exit events (native/procevents.ts), or -1 without them. */
+  #exitEventsFd = -1;
+  #exitEventsPoll: PollHandle | null = null;
+  #exitEventsBuf: Buffer | null = null;
+  /** Why thread exit events are off (null: on). */
+  #exitEventsOff: string | null = null;
+  /** Owners reported exiting whose threads are not all exiting yet (see #ownerDying). */
+  readonly #dyingOwners = new Set<Owner>();
 
   constructor(opts: SupervisorOptions) {
     this.config = opts.config;
@@ -238,7 +248,80 @@ export class Supervisor {
     const tick = Math.max(50, Math.min(5_000, Math.floor(this.config.heartbeatTimeoutMs / 2)));
     this.#watchdog = setInterval(() => this.#checkHeartbeats(), tick);
     this.#watchdog.unref();
-    this.#log.info({ event: 'supervisor.listening', socket: address, inherited: this.#listenInherited, strategy: this.strategy, kernel: this.kernel }, `listening on ${address}${this.#listenInherited ? ' (socket from systemd)' : ''}`);
+    this.#subscribeExitEvents();
+    this.#log.info(
+      { event: 'supervisor.listening', socket: address, inherited: this.#listenInherited, strategy: this.strategy, kernel: this.kernel, exitEvents: this.#exitEventsOff ?? 'on' },
+      `listening on ${address}${this.#listenInherited ? ' (socket from systemd)' : ''}`,
+    );
+  }
+
+  /**
+   * Listens to the kernel's thread exit events, so that a killed owner is noticed as soon as
+   * its threads are exiting: its socket reaches EOF only after its last thread has freed the
+   * process's memory, milliseconds later for a daemon of some size (native/procevents.ts).
+   * Without them (no CONFIG_PROC_EVENTS, not root) EOF and the pidfd still tell, later.
+   */
+  #subscribeExitEvents(): void {
+    try {
+      this.#exitEventsFd = subscribeThreadExits();
+    } catch (err) {
+      this.#exitEventsOff = (err as Error).message;
+      return;
+    }
+    this.#exitEventsBuf = Buffer.alloc(64 * 1024);
+    this.#exitEventsPoll = watchFd(this.#exitEventsFd, { readable: true }, () => this.#onThreadExits());
+  }
+
+  #onThreadExits(): void {
+    let exits;
+    try {
+      exits = readThreadExits(this.#exitEventsFd, this.#exitEventsBuf!).exits;
+    } catch (err) {
+      this.#log.warn({ event: 'supervisor.exit_events_failed', err: (err as Error).message }, `thread exit events stop: ${(err as Error).message}`);
+      this.#closeExitEvents();
+      this.#exitEventsOff = (err as Error).message;
+      return;
+    }
+    if (exits.length === 0) return;
+    for (const s of this.#sessions.values()) {
+      const o = s.owner;
+      if (!o || o.exited || o.connection === null) continue;
+      const exit = exits.find((e) => e.pid === o.pid);
+      if (exit) this.#ownerDying(s, o, exit.exitCode);
+    }
+  }
+
+  /**
+   * A thread of `owner` exited with a non-zero code: a fatal signal or exit(n) is taking the
+   * whole process down. Once every thread of it is exiting, it can send nothing more: its
+   * frames still queued are applied and its connection closed, which orphans the session at
+   * once instead of at EOF. A thread the scheduler has not run since the signal is not
+   * exiting yet; it is looked at again every millisecond, for a while (EOF comes anyway).
+   */
+  #ownerDying(s: LiveSession, owner: Owner, exitCode: number, attempt = 0): void {
+    if (s.owner !== owner || owner.exited || owner.connection === null) {
+      this.#dyingOwners.delete(owner);
+      return;
+    }
+    if (!threadsExiting(owner.pid)) {
+      if (attempt === 0 && this.#dyingOwners.has(owner)) return;
+      this.#dyingOwners.add(owner);
+      if (attempt < 50) setTimeout(() => this.#ownerDying(s, owner, exitCode, attempt + 1), 1);
+      else this.#dyingOwners.delete(owner);
+      return;
+    }
+    this.#dyingOwners.delete(owner);
+    const conn = this.#conns.get(owner.connection);
+    if (!conn) return;
+    while (!conn.closed && this.#receiveOne(conn));
+    this.#disconnect(conn, `its process is exiting (${exitCode < 128 ? `signal ${exitCode}` : `status ${exitCode >> 8}`})`);
+  }
+
+  #closeExitEvents(): void {
+    this.#exitEventsPoll?.close();
+    this.#exitEventsPoll = null;
+    if (this.#exitEventsFd >= 0) closeFd(this.#exitEventsFd);
+    this.#exitEventsFd = -1;
   }
 
   /**
@@ -252,6 +335,7 @@ export class Supervisor {
     if (this.#watchdog) clearInterval(this.#watchdog);
     this.#listenPoll?.close();
     this.#listenPoll = null;
+    this.#closeExitEvents();
     if (this.#listenFd >= 0) {
       closeFd(this.#listenFd);
       this.#listenFd = -1;
@@ -292,6 +376,7 @@ export class Supervisor {
         uptimeMs: Date.now() - this.startedAt,
         strategy: this.strategy,
         kernel: this.kernel,
+        exitEvents: this.#exitEventsOff ?? 'on',
         connections: this.#conns.size,
       },
       sessions: [...this.#sessions.values()].map((s) => this.#sessionStatus(s)),

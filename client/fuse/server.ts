@@ -22,7 +22,7 @@ import {
 import { errnoOf } from './errors.ts';
 import type { SessionLink } from '../session.ts';
 import { ReplayGuard, resolveReplay } from './replay.ts';
-import { encodeSessionInit } from './session-init.ts';
+import { decodeSessionInit, encodeSessionInit } from './session-init.ts';
 import { faultPoint } from './fault.ts';
 import { rehearseRequests, type RehearsalReport } from './rehearsal.ts';
 
@@ -136,10 +136,13 @@ export class FuseServer {
    * (a LOOKUP, OPEN and READ of root entry `name`, if given): give it operations whose
    * state is thrown away, not the instance that will serve the session.
    */
-  static rehearse(ops: FuseOperations, opts: { init: InitWanted; name?: string }): Promise<RehearsalReport> {
+  static async rehearse(ops: FuseOperations, opts: { init: InitWanted; name?: string }): Promise<RehearsalReport> {
     const quiet: FuseLogger = { info() {}, warn() {}, error() {} };
     const server = new FuseServer(-1, ops, { init: opts.init, log: quiet });
-    return rehearseRequests((frame) => server.#rehearseOne(frame), opts.init.flags, opts.name);
+    const report = await rehearseRequests((frame) => server.#rehearseOne(frame), opts.init.flags, opts.name);
+    // A resumed owner decodes the INIT settlement its predecessor saved.
+    if (server.#init) decodeSessionInit(encodeSessionInit(server.#init));
+    return report;
   }
 
   #rehearseOne(frame: Buffer): Promise<Buffer | null> {

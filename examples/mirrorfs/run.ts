@@ -23,7 +23,7 @@ import { BackingTable, journalHooks, type BackingHooks } from '../../client/fuse
 import { decodeSessionInit } from '../../client/fuse/session-init.ts';
 import type { InitWanted } from '../../client/fuse/codec.ts';
 import { MirrorFs } from './mirrorfs.ts';
-import { readCheckpoint } from './checkpoint.ts';
+import { HANDLE_KEY_PREFIX, readCheckpoint, type CheckpointSink } from './checkpoint.ts';
 
 export interface MirrorRunOptions {
   source: string;
@@ -244,7 +244,8 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
  * this also starts libuv's thread pool (the first fs call on it creates the threads), checks
  * the source directory, and rehearses the request path (FuseServer.rehearse) on a scratch
  * mirror of the source that is thrown away: a few read-only requests, looking up and reading
- * the first regular file of the source root if there is one.
+ * the first regular file of the source root if there is one; then restores a second scratch
+ * mirror from the first one's checkpoint.
  */
 async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
   const root = await fsp.stat(opts.source);
@@ -258,13 +259,30 @@ async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
       break;
     }
   }
-  const scratch = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} } } });
+  // The scratch mirror's checkpoint as it stood while the rehearsal held the file open, so
+  // that the resume path (decoding a checkpoint, restoring the tables, reopening a file
+  // handle) is rehearsed too: measured, it cost a first take-over about 1.5 ms cold.
+  const recorded = new Map<string, Buffer>();
+  let whileOpen: Map<string, Buffer> | undefined;
+  const recorder: CheckpointSink = {
+    checkpointPut(key, value) {
+      recorded.set(key, Buffer.from(value));
+      if (key.startsWith(HANDLE_KEY_PREFIX)) whileOpen = new Map(recorded);
+    },
+    checkpointDelete(key) {
+      recorded.delete(key);
+    },
+  };
+  const scratch = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: recorder } });
   let rehearsal;
   try {
     rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name });
   } finally {
     await scratch.closeAll();
   }
+  const previous = readCheckpoint(whileOpen ?? recorded);
+  const resumed = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} }, previous } });
+  await resumed.closeAll();
   opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid, rehearsal }, 'warm standby: waiting for the session');
 }
 

@@ -1,18 +1,49 @@
-// The kernel facts the fast fence relies on (supervisor/recovery.ts): a dead process that is
-// not yet reaped is PF_EXITING and lists no fd in any thread; a live one lists its fds.
+// The kernel facts the fast fence relies on (supervisor/recovery.ts, native/procevents.ts):
+// a live process is not exiting; a SIGKILLed one has every thread exiting by the time the
+// kernel reports its first thread exit, while it still holds its fds (they close after its
+// memory is freed); a dead process that is not yet reaped is exiting too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { fdsDropped, isExiting } from '../../supervisor/recovery.ts';
+import { readFileSync, readdirSync } from 'node:fs';
+import { isExiting, threadsExiting } from '../../supervisor/recovery.ts';
+import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil } from './helpers/supervisor.ts';
 
-test('a live process is not exiting and still has fds', async (t) => {
+test('a live process is not exiting', async (t) => {
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });
   t.after(() => child.kill('SIGKILL'));
   await new Promise((r) => child.once('spawn', r));
   assert.equal(isExiting(child.pid!), false);
-  assert.equal(fdsDropped(child.pid!), false);
+  assert.equal(threadsExiting(child.pid!), false);
+});
+
+test('a SIGKILLed Node process: its first thread exit event comes while every thread is exiting and its fds are still open', async (t) => {
+  const events = subscribeThreadExits();
+  const buf = Buffer.alloc(64 * 1024);
+  // 200 MB of heap: freeing it takes the last thread milliseconds, so its fds stay open that long.
+  const child = spawn(process.execPath, ['-e', 'globalThis.k=[];for(let i=0;i<200;i++)k.push(Buffer.alloc(1<<20,1).toString("latin1"));console.log("ready");setInterval(()=>{},1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => {
+    child.kill('SIGKILL');
+    closeFd(events);
+  });
+  await new Promise((r) => child.stdout!.once('data', r));
+  const pid = child.pid!;
+  assert.ok(readdirSync(`/proc/${pid}/task`).length > 1, 'Node runs several threads');
+  assert.equal(threadsExiting(pid), false);
+  const seen = await new Promise<{ exit: ThreadExit; allExiting: boolean; fds: number }>((resolve) => {
+    const poll = watchFd(events, { readable: true }, () => {
+      const exit = readThreadExits(events, buf).exits.find((e) => e.pid === pid);
+      if (!exit) return;
+      poll.close();
+      resolve({ exit, allExiting: threadsExiting(pid), fds: openFds(pid) });
+    });
+    child.kill('SIGKILL');
+  });
+  assert.equal(seen.exit.exitCode, 9, 'a thread killed by SIGKILL exits with code 9');
+  assert.equal(seen.allExiting, true, 'every thread is exiting at the first exit event');
+  assert.ok(seen.fds > 0, 'its fds are still open: they close after the memory is freed');
+  await new Promise((r) => child.once('exit', r));
 });
 
 test('a zombie (exited, not reaped) is exiting and has no fd in any thread', async (t) => {
@@ -23,14 +54,31 @@ test('a zombie (exited, not reaped) is exiting and has no fd in any thread', asy
   const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d: Buffer) => r(d.toString()))));
   await waitUntil(() => /^State:\s+Z/m.test(readStatus(zombie)), 'the child to become a zombie', 5000, 5);
   assert.equal(isExiting(zombie), true);
-  assert.equal(fdsDropped(zombie), true);
+  assert.equal(threadsExiting(zombie), true);
 });
 
 test('a pid that names no process counts as gone', () => {
   // pid_max is at most 2^22 on 64-bit Linux.
-  assert.equal(fdsDropped(0x7fffffff), true);
+  assert.equal(threadsExiting(0x7fffffff), true);
   assert.equal(isExiting(0x7fffffff), true);
 });
+
+/** The fds still open in any thread (a thread past exit_files lists none, others still may). */
+function openFds(pid: number): number {
+  let most = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        most = Math.max(most, readdirSync(`/proc/${pid}/task/${tid}/fd`).length);
+      } catch {
+        // this thread is gone
+      }
+    }
+  } catch {
+    // the process is gone
+  }
+  return most;
+}
 
 function readStatus(pid: number): string {
   try {

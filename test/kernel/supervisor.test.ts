@@ -281,6 +281,29 @@ test('a journal longer than one frame is handed over in one sealed memfd (JOURNA
   client.close();
 });
 
+test('a killed owner is orphaned when its threads exit, before its fds close: the kernel reports the exits, no EOF is waited for', async () => {
+  assert.equal((await status()).supervisor.exitEvents, 'on', 'the supervisor listens to thread exit events');
+  const { mountpoint } = sessionDir(sup.dir, 'exiting');
+  const spec = mountSpec(mountpoint);
+  // 200 MB of heap: the kernel takes milliseconds to free it before the fds close.
+  const first = owner({ name: 'exiting', mount: spec, ballastMb: 200, then: 'sleep' });
+  const r1 = await first.report;
+  const client = await daemonClient();
+  const standby = client.acquire('exiting', spec, { standby: true });
+  await waitUntil(async () => (await sessionStatus('exiting'))?.standbys === 1, 'the standby to wait');
+  await first.kill('SIGKILL');
+  const s = hold(await standby);
+  assert.equal(s.generation, 2);
+  const gone = await sup.waitEvent('owner.disconnected', (e) => e.session === 'exiting' && e.owner === r1.pid);
+  assert.equal(gone.reason, 'its process is exiting (signal 9)');
+  const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'exiting');
+  assert.equal(recovered.fenced, false, 'an owner already exiting is not killed again');
+  assert.deepEqual(await first.exit, { code: null, signal: 'SIGKILL' });
+  await release('exiting', mountpoint);
+  dropFd(s.fd);
+  client.close();
+});
+
 /** dev/ino of a file as the journal carries them (decimal strings). */
 function inode(path: string): { dev: string; ino: string } {
   const fd = openFd(path, O.RDONLY);

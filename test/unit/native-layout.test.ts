@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LAYOUT, cmsgSpace, encodeUnixAddress, STAT_SIZE, decodeStat, devMajor, devMinor } from '../../native/index.ts';
+import { LAYOUT, cmsgSpace, encodeUnixAddress, STAT_SIZE, decodeStat, devMajor, devMinor, parseThreadExits } from '../../native/index.ts';
 
 const program = `
 #define _GNU_SOURCE
@@ -109,4 +109,34 @@ test('unix socket addresses: path with trailing NUL, abstract with leading NUL, 
   assert.throws(() => encodeUnixAddress(`/${'x'.repeat(107)}`, out), RangeError);
   assert.throws(() => encodeUnixAddress('@', out), RangeError);
   assert.doesNotThrow(() => encodeUnixAddress(`/${'x'.repeat(106)}`, out));
+});
+
+test('process events: thread exits are read out of netlink messages, other events and torn messages are skipped', () => {
+  // nlmsghdr (16) + cn_msg (20: idx, val, seq, ack, len, flags) + struct proc_event (what,
+  // cpu, timestamp_ns, then exit: pid, tgid, exit_code, exit_signal, parent_pid, parent_tgid).
+  const message = (what: number, tid: number, pid: number, code: number, idx = 1): Buffer => {
+    const b = Buffer.alloc(16 + 20 + 16 + 24);
+    b.writeUInt32LE(b.length, 0);
+    b.writeUInt16LE(3, 4);
+    b.writeUInt32LE(idx, 16);
+    b.writeUInt32LE(1, 20);
+    b.writeUInt16LE(40, 32);
+    b.writeUInt32LE(what, 36);
+    b.writeInt32LE(tid, 52);
+    b.writeInt32LE(pid, 56);
+    b.writeUInt32LE(code, 60);
+    return b;
+  };
+  const EXIT = 0x80000000;
+  const FORK = 0x1;
+  const bytes = Buffer.concat([message(EXIT, 101, 100, 9), message(FORK, 7, 7, 0), message(EXIT, 5, 5, 1, 2), message(EXIT, 100, 100, 256)]);
+  assert.deepEqual(parseThreadExits(bytes), [
+    { tid: 101, pid: 100, exitCode: 9 },
+    { tid: 100, pid: 100, exitCode: 256 },
+  ]);
+  assert.deepEqual(parseThreadExits(bytes.subarray(0, bytes.length - 1)), [{ tid: 101, pid: 100, exitCode: 9 }], 'a torn last message is dropped');
+  assert.deepEqual(parseThreadExits(Buffer.alloc(0)), []);
+  const bogus = Buffer.alloc(32);
+  bogus.writeUInt32LE(4, 0);
+  assert.deepEqual(parseThreadExits(bogus), [], 'a length below the header stops parsing');
 });

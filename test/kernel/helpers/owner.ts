@@ -37,6 +37,8 @@ export interface OwnerPlan {
    * `crashAfterMs`.
    */
   then: 'sleep' | 'disconnect' | 'drain' | 'crash';
+  /** MB of JS heap to hold, so that the kernel takes a while to free the process's memory when it dies. */
+  ballastMb?: number;
   crashAfterMs?: number;
 }
 
@@ -60,6 +62,7 @@ export interface OwnerReport {
 
 const plan = JSON.parse(process.argv[2] ?? process.env.FUSEKEEPER_OWNER_PLAN ?? 'null') as OwnerPlan;
 if (!plan) throw new Error('owner helper: no plan (argv[2] or FUSEKEEPER_OWNER_PLAN)');
+(globalThis as { ballast?: string[] }).ballast = Array.from({ length: plan.ballastMb ?? 0 }, () => Buffer.alloc(1 << 20, 1).toString('latin1'));
 const name = plan.name ?? process.env.FUSEKEEPER_SESSION!;
 const client = await connectSupervisor({
   socket: plan.socket ?? process.env.FUSEKEEPER_SOCKET!,
