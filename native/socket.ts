@@ -60,6 +60,8 @@ export type Received =
   | { kind: 'again' }
   | { kind: 'eof' };
 
+const NO_FDS: number[] = [];
+
 // One scratch area serves every call: Node runs these synchronously on one thread.
 const HEADER_AREA = 64 + 16 + 128;
 const CONTROL_CAPACITY = cmsgSpace(4 * SCM_MAX_FD);
@@ -69,11 +71,13 @@ const IOV_OFF = 64;
 const NAME_OFF = 80;
 const CONTROL_OFF = HEADER_AREA;
 let dataBlock: NativeBlock = allocBlock(64 * 1024);
+let dataAddress = Number(dataBlock.address);
 
 function dataCapacity(n: number): NativeBlock {
   if (n > dataBlock.view.length) {
     sys.free(dataBlock.ptr);
     dataBlock = allocBlock(Math.max(n, dataBlock.view.length * 2));
+    dataAddress = Number(dataBlock.address);
   }
   return dataBlock;
 }
@@ -148,21 +152,36 @@ export function connectSocket(fd: number, address: string): void {
   if (sys.connect(fd, addr, len) !== 0) throw new NativeError('connect', lastErrno(), address);
 }
 
+/** Stores `n` (a byte count or an address below 2^53) as a u64 without making BigInts. */
+function writeU64(v: Buffer, at: number, n: number): void {
+  v.writeUInt32LE(n % 0x1_0000_0000, at);
+  v.writeUInt32LE(Math.floor(n / 0x1_0000_0000), at + 4);
+}
+
+/** A u64 length field that is known to be small (msg_controllen, cmsg_len). */
+function readLength(v: Buffer, at: number): number {
+  return v.readUInt32LE(at) + v.readUInt32LE(at + 4) * 0x1_0000_0000;
+}
+
+// Addresses as Numbers (user-space addresses are below 2^47): writing a msghdr then makes no
+// BigInt, which matters at 100k+ JOURNAL_OPEN frames per hand-over (one recvmsg each).
+const scratchAddress = Number(scratch.address);
+
 function writeMsghdr(nameLen: number, dataLen: number, controlLen: number): void {
   const v = scratch.view;
   const m = LAYOUT.msghdr;
   v.fill(0, MSG_OFF, MSG_OFF + m.size);
   if (nameLen > 0) {
-    v.writeBigUInt64LE(scratch.address + BigInt(NAME_OFF), MSG_OFF + m.name);
+    writeU64(v, MSG_OFF + m.name, scratchAddress + NAME_OFF);
     v.writeUInt32LE(nameLen, MSG_OFF + m.namelen);
   }
-  v.writeBigUInt64LE(scratch.address + BigInt(IOV_OFF), MSG_OFF + m.iov);
-  v.writeBigUInt64LE(1n, MSG_OFF + m.iovlen);
-  v.writeBigUInt64LE(dataBlock.address, IOV_OFF + LAYOUT.iovec.base);
-  v.writeBigUInt64LE(BigInt(dataLen), IOV_OFF + LAYOUT.iovec.len);
+  writeU64(v, MSG_OFF + m.iov, scratchAddress + IOV_OFF);
+  writeU64(v, MSG_OFF + m.iovlen, 1);
+  writeU64(v, IOV_OFF + LAYOUT.iovec.base, dataAddress);
+  writeU64(v, IOV_OFF + LAYOUT.iovec.len, dataLen);
   if (controlLen > 0) {
-    v.writeBigUInt64LE(scratch.address + BigInt(CONTROL_OFF), MSG_OFF + m.control);
-    v.writeBigUInt64LE(BigInt(controlLen), MSG_OFF + m.controllen);
+    writeU64(v, MSG_OFF + m.control, scratchAddress + CONTROL_OFF);
+    writeU64(v, MSG_OFF + m.controllen, controlLen);
   }
 }
 
@@ -183,7 +202,7 @@ export function sendMessage(fd: number, msg: Message, address?: string): number 
     const c = CONTROL_OFF;
     controlLen = cmsgSpace(4 * msg.fds.length);
     scratch.view.fill(0, c, c + controlLen);
-    scratch.view.writeBigUInt64LE(BigInt(LAYOUT.cmsghdr.size + 4 * msg.fds.length), c + LAYOUT.cmsghdr.len);
+    writeU64(scratch.view, c + LAYOUT.cmsghdr.len, LAYOUT.cmsghdr.size + 4 * msg.fds.length);
     scratch.view.writeInt32LE(SOL_SOCKET, c + LAYOUT.cmsghdr.level);
     scratch.view.writeInt32LE(SCM_RIGHTS, c + LAYOUT.cmsghdr.type);
     msg.fds.forEach((f, i) => scratch.view.writeInt32LE(f, c + LAYOUT.cmsghdr.size + 4 * i));
@@ -199,9 +218,10 @@ export function sendMessage(fd: number, msg: Message, address?: string): number 
 /**
  * Receives one message. Fds arrive close-on-exec; the caller owns the returned `fds`, and
  * fds beyond `maxFds` are closed here (counted in `extraFdsClosed`). On `again`/`eof` and on
- * a thrown `NativeError` no fd was received.
+ * a thrown `NativeError` no fd was received. With `view`, `data` is a view of this module's
+ * buffer, valid only until the next `receiveMessage` or `sendMessage` (copy what is kept).
  */
-export function receiveMessage(fd: number, opts: { maxBytes: number; maxFds: number }): Received {
+export function receiveMessage(fd: number, opts: { maxBytes: number; maxFds: number; view?: boolean }): Received {
   const data = dataCapacity(opts.maxBytes);
   scratch.view.fill(0, CONTROL_OFF, CONTROL_OFF + CONTROL_CAPACITY);
   writeMsghdr(0, opts.maxBytes, CONTROL_CAPACITY);
@@ -213,27 +233,28 @@ export function receiveMessage(fd: number, opts: { maxBytes: number; maxFds: num
   }
   const v = scratch.view;
   const flags = v.readInt32LE(MSG_OFF + LAYOUT.msghdr.flags);
-  const controlLen = Number(v.readBigUInt64LE(MSG_OFF + LAYOUT.msghdr.controllen));
-  const received: number[] = [];
+  const controlLen = readLength(v, MSG_OFF + LAYOUT.msghdr.controllen);
+  const received: number[] = controlLen === 0 ? NO_FDS : [];
   for (let off = 0; off + LAYOUT.cmsghdr.size <= controlLen; ) {
     const base = CONTROL_OFF + off;
-    const len = Number(v.readBigUInt64LE(base + LAYOUT.cmsghdr.len));
+    const len = readLength(v, base + LAYOUT.cmsghdr.len);
     if (len < LAYOUT.cmsghdr.size) break;
     if (v.readInt32LE(base + LAYOUT.cmsghdr.level) === SOL_SOCKET && v.readInt32LE(base + LAYOUT.cmsghdr.type) === SCM_RIGHTS) {
       for (let i = LAYOUT.cmsghdr.size; i + 4 <= len; i += 4) received.push(v.readInt32LE(base + i));
     }
     off += (len + 7) & ~7;
   }
-  const keep = received.slice(0, Math.max(0, opts.maxFds));
-  const extra = received.slice(keep.length);
-  for (const f of extra) sys.close(f);
+  const keep = received.length <= opts.maxFds ? (received.length === 0 ? [] : received) : received.slice(0, Math.max(0, opts.maxFds));
+  const extra = keep === received ? 0 : received.length - keep.length;
+  for (let i = keep.length; i < received.length; i++) sys.close(received[i]!);
   if (n === 0 && received.length === 0) return { kind: 'eof' };
+  const bytes = data.view.subarray(0, Math.min(n, opts.maxBytes));
   return {
     kind: 'message',
-    data: Buffer.from(data.view.subarray(0, Math.min(n, opts.maxBytes))),
+    data: opts.view ? bytes : Buffer.from(bytes),
     fds: keep,
     truncated: (flags & MSG_TRUNC) !== 0,
-    extraFdsClosed: extra.length,
+    extraFdsClosed: extra,
     controlTruncated: (flags & MSG_CTRUNC) !== 0,
   };
 }

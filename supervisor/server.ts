@@ -536,7 +536,8 @@ export class Supervisor {
   #receiveOne(conn: Conn): boolean {
     let r;
     try {
-      r = receiveMessage(conn.fd, { maxBytes: MAX_MESSAGE, maxFds: 4 });
+      // A view of the socket module's buffer: JOURNAL_OPEN is recorded from it, anything else copied.
+      r = receiveMessage(conn.fd, { maxBytes: MAX_MESSAGE, maxFds: 4, view: true });
     } catch (err) {
       // A peer that closed with replies unread makes the next recvmsg fail with ECONNRESET,
       // once, ahead of the frames it sent before closing: read on, they and then EOF follow.
@@ -554,7 +555,7 @@ export class Supervisor {
     if (!r.truncated && conn.role !== null && isJournalOpenFrame(r.data, fdCount) && this.#journalOpenFrame(conn, r.data)) return true;
     const decoded = r.truncated
       ? { ok: false as const, error: new ProtocolError('EPROTO', 'oversized', `more than ${MAX_MESSAGE} bytes`) }
-      : decodeMessage(r.data, fdCount, { from: 'client' });
+      : decodeMessage(Buffer.from(r.data), fdCount, { from: 'client' });
     if (!decoded.ok) {
       closeAll(r.fds);
       this.#protocolError(conn, decoded.error);
@@ -752,8 +753,9 @@ export class Supervisor {
   #journalOpenFrame(conn: Conn, frame: Buffer): boolean {
     const s = conn.session;
     if (!s || s.owner?.connection !== conn.id) return false;
-    this.#hook('changed', s, false);
+    // `frame` may be a view of the receive buffer: record it before anything can send.
     if (!this.#journalFull(conn, s, frame.readUInt32LE(HEADER_SIZE))) s.journal.openWire(frame, HEADER_SIZE);
+    this.#hook('changed', s, false);
     return true;
   }
 

@@ -147,6 +147,7 @@ test('Type=notify: the supervisor reports READY=1, and STATUS= shows in systemct
   assert.match(um.systemctl('status', 'fusekeeper.socket').stdout, /Listen: .*control\.sock \(SequentialPacket\)/);
   const s = await status();
   assert.equal(s.supervisor.processId, Number(p.MainPID));
+  assert.equal(s.supervisor.exitEvents, 'on', 'the unit lets the supervisor listen to process events (CAP_NET_ADMIN, AF_NETLINK)');
   // `systemctl reload` (ExecReload= sends SIGHUP): RELOADING=1, the config re-read, READY=1.
   assert.equal(um.systemctl('reload', SUPERVISOR).status, 0);
   await waitUntil(() => um.log('fusekeeper').includes('"event":"supervisor.reloaded"'), 'the supervisor to reload');

@@ -91,7 +91,7 @@ test('why fusekeeper.service has no ProtectSystem= & co.: a mount made under any
     }
     // The hardening fusekeeper.service does use (sans the capability set: `mount` the binary
     // is fine either way), all at once.
-    const used = ['NoNewPrivileges=yes', 'DevicePolicy=closed', 'DeviceAllow=/dev/fuse rw', 'RestrictNamespaces=yes', 'RestrictRealtime=yes', 'RestrictSUIDSGID=yes', 'LockPersonality=yes', 'ProtectClock=yes', 'ProtectHostname=yes', 'SystemCallArchitectures=native', 'SystemCallFilter=@system-service @mount', 'CapabilityBoundingSet=CAP_SYS_ADMIN CAP_KILL CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH'];
+    const used = ['NoNewPrivileges=yes', 'DevicePolicy=closed', 'DeviceAllow=/dev/fuse rw', 'RestrictNamespaces=yes', 'RestrictRealtime=yes', 'RestrictSUIDSGID=yes', 'LockPersonality=yes', 'ProtectClock=yes', 'ProtectHostname=yes', 'SystemCallArchitectures=native', 'SystemCallFilter=@system-service @mount', 'CapabilityBoundingSet=CAP_SYS_ADMIN CAP_KILL CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_NET_ADMIN', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK'];
     assert.equal(visible(used), true, 'the hardening in use keeps mounts visible');
   } finally {
     await um.stop();

@@ -3,6 +3,7 @@
 // packed journal, and supervisor/journal.ts's hand-over bookkeeping (docs/protocol.md ADOPT).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mulberry32 } from './fixtures/prng.ts';
 import {
   AcquireCollector,
   decodeMessage,
@@ -211,6 +212,44 @@ test('JournalStore: set, replace, delete with slot reuse, lazy index with duplic
   t.clear();
   assert.equal(t.size, 0);
   assert.equal(t.snapshot().length, 0);
+});
+
+test('JournalStore against a Map: 200k random sets, deletes, clears and retains agree on every id and entry', () => {
+  const rand = mulberry32(0x5eed);
+  const store = new JournalStore();
+  const model = new Map<number, bigint>();
+  const check = (id: number) => {
+    assert.equal(store.has(id), model.has(id), `has(${id})`);
+    if (model.has(id)) assert.equal(store.wireAt(store.slotOf(id)).readBigUInt64LE(12), model.get(id), `ino of ${id}`);
+  };
+  // For half the run 40 ids spread over the whole range (a small table with colliding homes:
+  // probe runs wrap around its end), then 1..4096 (what the kernel allocates) and a few huge ones.
+  const spread = Array.from({ length: 40 }, () => 1 + Math.floor(rand() * MAX_BACKING_ID));
+  let range = 0;
+  const pick = () => (range === 0 ? spread[Math.floor(rand() * spread.length)]! : rand() < 0.99 ? 1 + Math.floor(rand() * range) : MAX_BACKING_ID - Math.floor(rand() * 8));
+  for (let op = 0; op < 200_000; op++) {
+    if (op === 100_000) range = 4096;
+    const r = rand();
+    const id = pick();
+    if (r < 0.55) {
+      const ino = BigInt(op);
+      store.set({ id, dev: 1n, ino });
+      model.set(id, ino);
+    } else if (r < 0.9999) {
+      assert.equal(store.delete(id), model.delete(id), `delete(${id})`);
+    } else if (r < 0.99995) {
+      store.clear();
+      model.clear();
+    } else {
+      const odd = (x: number) => x % 2 === 1;
+      store.retain(odd);
+      for (const k of [...model.keys()]) if (!odd(k)) model.delete(k);
+    }
+    check(id);
+    if (op % 10_000 === 0) for (const k of range === 0 ? spread : Array.from({ length: 4096 }, (_, i) => i + 1)) check(k);
+  }
+  assert.equal(store.size, model.size);
+  assert.deepEqual(new Set(store.snapshot().ids()), new Set(model.keys()));
 });
 
 test('BackingJournal hand-over: inherited ids, ADOPT all-or-nothing, closed and re-journaled ids are not inherited', () => {

@@ -171,7 +171,8 @@ function hermeticEnv(): NodeJS.ProcessEnv {
 export async function startSupervisor(opts: { config?: Record<string, unknown>; dir?: string; env?: Record<string, string> } = {}): Promise<SupervisorProcess> {
   const dir = opts.dir ?? tempDir();
   const socket = join(dir, 'control.sock');
-  const args = [CLI, 'serve', '--socket', socket];
+  // The node flag bin/fusekeeper.js's shebang gives the supervisor (spawned through node here).
+  const args = ['--max-semi-space-size=1', CLI, 'serve', '--socket', socket];
   if (opts.config) {
     const file = join(dir, 'config.json');
     writeFileSync(file, JSON.stringify(opts.config));

@@ -104,7 +104,8 @@ function writeDropIns(unitDir: string, dir: string): void {
       '# (no journald in the test namespace). Nothing else differs from units/.',
       '[Service]',
       'ExecStart=',
-      `ExecStart=${node} ${ROOT}/bin/fusekeeper.js serve --socket %t/fusekeeper/control.sock`,
+      // The node flag bin/fusekeeper.js's shebang passes (the installed unit runs the bin itself).
+      `ExecStart=${node} --max-semi-space-size=1 ${ROOT}/bin/fusekeeper.js serve --socket %t/fusekeeper/control.sock`,
       `StandardOutput=append:${dir}/logs/fusekeeper.log`,
       `StandardError=append:${dir}/logs/fusekeeper.log`,
       '',
