@@ -131,7 +131,11 @@ interface RoundRecord {
   killAt: bigint;
   /** Kill -> the supervisor's session.recovered line (its ms clock), ms. */
   handoverLogMs: number;
+  /** How the supervisor learned of the death: its owner.disconnected reason, shortened. */
+  noticedBy: string;
   supervisorUs: number;
+  /** The supervisor's own account of its recovery, per step (its session.recovered stepsUs). */
+  stepsUs: Record<string, number>;
   /** bare: kill -> the standby holds the session (ACQUIRE answered) / serves / is answered ADOPTED, ms. */
   acquiredMs?: number;
   /** bare: kill -> the owner's pidfd readable here (the kernel has torn the process down), ms. */
@@ -273,7 +277,9 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
       const killWall = Date.now();
       process.kill(ownerPid, 'SIGKILL');
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000));
-      const round: RoundRecord = { killAt, handoverLogMs: (rec.time as number) - killWall, supervisorUs: rec.durationUs as number };
+      const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
+      const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
+      const round: RoundRecord = { killAt, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number> };
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
@@ -308,7 +314,9 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
       killToProbeResumedMs: stats(per.map((b) => ms(b.resumedAfterNs))),
       longestWaitWithin1sMs: stats(within1s.map((b) => ms(b.ns))),
       killToHandoverLogMs: stats(records.map((x) => x.handoverLogMs)),
+      ownerDeathNoticedBy: Object.fromEntries([...new Set(records.map((x) => x.noticedBy))].map((k) => [k, records.filter((x) => x.noticedBy === k).length])),
       supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
+      supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),
       ...(sc.kind === 'bare'
         ? {
             killToStandbyAcquiredMs: stats(records.map((x) => x.acquiredMs!)),

@@ -45,6 +45,8 @@ export const sys = {
   open_by_handle_at: libc.func('int open_by_handle_at(int mountFd, void *handle, int flags)'),
   copy_file_range: libc.func('intptr_t copy_file_range(int fdIn, _Inout_ int64_t *offIn, int fdOut, _Inout_ int64_t *offOut, size_t len, unsigned int flags)'),
   malloc: libc.func('void *malloc(size_t size)'),
+  mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t offset)'),
+  munmap: libc.func('int munmap(void *addr, size_t len)'),
   free: libc.func('void free(void *ptr)'),
 };
 
@@ -65,6 +67,28 @@ export function allocBlock(size: number): NativeBlock {
   const ptr = sys.malloc(size);
   if (ptr === null) throw new Error(`malloc(${size}) failed`);
   return { ptr, address: koffi.address(ptr), view: Buffer.from(koffi.view(ptr, size)) };
+}
+
+const PROT_READ = 0x1;
+const MAP_SHARED = 0x01;
+const MAP_POPULATE = 0x8000;
+const MAP_FAILED = 0xffffffffffffffffn;
+/** Unmaps a mapRead mapping once nothing references its ArrayBuffer any more. */
+const mappings = new FinalizationRegistry<{ ptr: unknown; size: number }>(({ ptr, size }) => sys.munmap(ptr, size));
+
+/**
+ * `size` bytes of file `fd` from offset 0, mapped read-only and shared, with the page
+ * table filled in at once (MAP_POPULATE): no copy and no page faults. Writing to the Buffer
+ * kills the process (SIGSEGV), and so does reading it if the file shrinks: map only files
+ * sealed against shrinking. Unmapped when the Buffer (and every view of it) is garbage; the
+ * fd may be closed at once. Returns null when mmap fails (errno in `lastErrno()`).
+ */
+export function mapRead(fd: number, size: number): Buffer | null {
+  const ptr = sys.mmap(null, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0n);
+  if (ptr === null || BigInt(koffi.address(ptr)) === MAP_FAILED) return null;
+  const ab = koffi.view(ptr, size);
+  mappings.register(ab, { ptr, size });
+  return Buffer.from(ab);
 }
 
 /** Readiness events reported by `watch`. */

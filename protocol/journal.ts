@@ -427,8 +427,14 @@ export class JournalStore {
 
   /** A copy of the entries, in slot order. */
   snapshot(): JournalEntries {
+    const live = this.current();
+    return live.length === 0 ? live : JournalEntries.trusted(Buffer.from(live.bytes));
+  }
+
+  /** The live entries without a copy: valid only until the store next changes. */
+  current(): JournalEntries {
     this.#map();
     if (this.#size === 0) return JournalEntries.EMPTY;
-    return JournalEntries.trusted(Buffer.from(this.#bytes.subarray(0, this.#size * E)));
+    return JournalEntries.trusted(this.#bytes.subarray(0, this.#size * E));
   }
 }

@@ -89,6 +89,11 @@ export class BackingJournal {
     return this.#store.snapshot();
   }
 
+  /** The live entries without a copy, valid until the journal next changes (send them at once). */
+  current(): JournalEntries {
+    return this.#store.current();
+  }
+
   /** The live entries as objects, sorted by id (for tests and debugging). */
   entries(): JournalEntry[] {
     return this.snapshot().toArray().sort((a, b) => a.id - b.id);

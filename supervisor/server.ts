@@ -1069,7 +1069,7 @@ export class Supervisor {
    * read in as many wake-ups. Without a memfd (EMFILE, ENOMEM) it goes in frames.
    */
   #sendResumed(conn: Conn, requestId: number, s: LiveSession, strategy: CleanupStrategy): 'file' | 'frames' {
-    const state = { acquired: { type: 'acquired' as const, generation: s.generation, resumed: true, strategy }, initParams: s.init, checkpoint: s.checkpoint, journal: s.journal.snapshot() };
+    const state = { acquired: { type: 'acquired' as const, generation: s.generation, resumed: true, strategy }, initParams: s.init, checkpoint: s.checkpoint, journal: s.journal.current() };
     let file = -1;
     if (journalGoesInFile(state.journal.length)) {
       try {
@@ -1095,12 +1095,21 @@ export class Supervisor {
     s.recovering = true;
     conn.acquiring = true;
     const started = process.hrtime.bigint();
+    // Microseconds per step, for the log: where a slow hand-over spent its time.
+    const stepsUs: Record<string, number> = {};
+    let lapAt = started;
+    const lap = (step: string): void => {
+      const now = process.hrtime.bigint();
+      stepsUs[step] = Number(now - lapAt) / 1000;
+      lapAt = now;
+    };
     const old = s.owner;
     const drained = s.drain?.drained === true || (old !== null && this.#drainedOwners.has(old));
     let fenced = false;
     try {
       if (old) {
         fenced = await fenceOwner(old, this.config.fenceTimeoutMs);
+        lap('fence');
         if (fenced) {
           this.#metrics.fencedOwner();
           this.#log.warn({ event: 'owner.fenced', session: s.name, owner: old.pid }, `killed owner ${old.pid} of ${s.name}: alive but disconnected or silent`);
@@ -1112,12 +1121,15 @@ export class Supervisor {
           this.#disconnect(oldConn, 'replaced by a new owner');
         }
         this.#forgetOwner(s);
+        lap('lastFrames');
       }
       if (conn.closed) throw new RecoveryError('fence', 'the new owner disconnected during recovery');
       this.#finishPendingCloses(s);
       const cleanup = this.kernel.passthrough ? cleanBacking(s, this.kernel.closeAll) : { strategy: 'none' as const, closed: 0, probed: 0, alreadyGone: 0 };
+      lap('cleanup');
       const resent = this.kernel.resend;
       if (resent) replayInFlight(s);
+      lap('resend');
       s.generation++;
       if (drained) s.handovers++;
       else s.restarts++;
@@ -1126,7 +1138,9 @@ export class Supervisor {
       else s.journal.settle();
       this.#setOwner(s, conn);
       conn.acquiring = false;
+      lap('newOwner');
       const journalIn = this.#sendResumed(conn, requestId, s, cleanup.strategy);
+      lap('send');
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
       this.#hook('changed', s, true);
@@ -1135,7 +1149,7 @@ export class Supervisor {
       this.#metrics.backingIds('probed', cleanup.probed);
       if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
       this.#log.info(
-        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, journalIn, checkpointKeys: s.checkpoint.size },
+        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, journalIn, checkpointKeys: s.checkpoint.size, stepsUs },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
       );
     } catch (err) {
