@@ -18,6 +18,8 @@
 //              standby after the blackout window, as the supervisor does for warm spares.
 //              Variants: 64 and 256 sessions held by the same supervisor; 10k and 100k real
 //              journaled backing ids to clean up (none adopted: the supervisor closes them all)
+//   *-at-eof   warm and bare with the supervisor's process events off (`exitEvents: false`):
+//              a death is noticed when the daemon's fds close, after its memory is freed
 //
 // Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), the time
 // from the kill to the supervisor's hand-over log line, for bare the kill -> standby holds
@@ -64,6 +66,8 @@ interface Scenario {
   kind: 'cold' | 'warm' | 'bare';
   sessions?: number;
   ids?: number;
+  /** false: the supervisor does not listen to process events and notices a death at EOF. */
+  exitEvents?: false;
 }
 
 const SCENARIOS: Scenario[] = [
@@ -75,6 +79,8 @@ const SCENARIOS: Scenario[] = [
   { name: 'bare-10k-ids', kind: 'bare', ids: 10_000 },
   { name: 'bare-100k-ids', kind: 'bare', ids: 100_000 },
   { name: 'warm-256-sessions', kind: 'warm', sessions: 256 },
+  { name: 'warm-at-eof', kind: 'warm', exitEvents: false },
+  { name: 'bare-at-eof', kind: 'bare', exitEvents: false },
 ];
 
 let abortRun!: (err: Error) => void;
@@ -178,7 +184,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
     const spec = mountSpec(mountpoint, { fsName: 'failover', subtype: 'failover' });
     let probeDir: string;
     if (sc.kind === 'bare') {
-      sup = await startSupervisor({ dir });
+      sup = await startSupervisor({ dir, config: { exitEvents: sc.exitEvents ?? true } });
       probeDir = mountpoint;
     } else {
       const source = join(dir, 'src');
@@ -186,6 +192,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
       sup = await startSupervisor({
         dir,
         config: {
+          exitEvents: sc.exitEvents ?? true,
           daemons: [
             {
               name: SESSION,

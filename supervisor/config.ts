@@ -42,6 +42,11 @@ export interface SupervisorConfig {
   adoptTimeoutMs: number;
   /** `host:port` (loopback) for the Prometheus endpoint, or null. */
   metrics: string | null;
+  /**
+   * Listen to the kernel's process events to notice a killed owner when its threads exit,
+   * before its fds close (docs/systemd.md). Read at start-up only.
+   */
+  exitEvents: boolean;
   daemons: ManagedDaemon[];
 }
 
@@ -56,6 +61,7 @@ export const DEFAULT_CONFIG: Readonly<SupervisorConfig> = Object.freeze({
   drainTimeoutMs: 30_000,
   adoptTimeoutMs: 30_000,
   metrics: null,
+  exitEvents: true,
   daemons: [],
 });
 
@@ -116,7 +122,7 @@ function daemon(v: unknown, where: string): ManagedDaemon {
 export function parseConfig(value: unknown, source = 'config'): SupervisorConfig {
   expect(typeof value === 'object' && value !== null && !Array.isArray(value), source, 'expected a JSON object');
   const o = value as Json;
-  onlyKeys(o, ['socket', 'allowedUids', 'allowedGids', 'heartbeatTimeoutMs', 'fenceTimeoutMs', 'drainTimeoutMs', 'adoptTimeoutMs', 'metrics', 'daemons'], source);
+  onlyKeys(o, ['socket', 'allowedUids', 'allowedGids', 'heartbeatTimeoutMs', 'fenceTimeoutMs', 'drainTimeoutMs', 'adoptTimeoutMs', 'metrics', 'exitEvents', 'daemons'], source);
   const cfg: SupervisorConfig = { ...DEFAULT_CONFIG, allowedUids: [], allowedGids: [], daemons: [] };
   if (o.socket !== undefined) {
     expect(typeof o.socket === 'string' && (isAbsolute(o.socket) || (o.socket.startsWith('@') && o.socket.length > 1)), `${source}.socket`, 'expected an absolute path or @abstract-name');
@@ -128,6 +134,10 @@ export function parseConfig(value: unknown, source = 'config'): SupervisorConfig
   if (o.fenceTimeoutMs !== undefined) cfg.fenceTimeoutMs = int(o.fenceTimeoutMs, `${source}.fenceTimeoutMs`, 10);
   if (o.drainTimeoutMs !== undefined) cfg.drainTimeoutMs = int(o.drainTimeoutMs, `${source}.drainTimeoutMs`, 10);
   if (o.adoptTimeoutMs !== undefined) cfg.adoptTimeoutMs = int(o.adoptTimeoutMs, `${source}.adoptTimeoutMs`, 10);
+  if (o.exitEvents !== undefined) {
+    expect(typeof o.exitEvents === 'boolean', `${source}.exitEvents`, 'expected true or false');
+    cfg.exitEvents = o.exitEvents as boolean;
+  }
   if (o.metrics !== undefined && o.metrics !== null) {
     expect(typeof o.metrics === 'string' && /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d{1,5}$/.test(o.metrics), `${source}.metrics`, 'expected a loopback host:port');
     cfg.metrics = o.metrics;

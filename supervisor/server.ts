@@ -38,7 +38,6 @@ import {
   encodeMessage,
   encodeAcquireSequence,
   journalGoesInFile,
-  JournalEntries,
   errorMessage,
   describeMessage,
   messageTypeByCode,
@@ -262,6 +261,10 @@ export class Supervisor {
    * Without them (no CONFIG_PROC_EVENTS, not root) EOF and the pidfd still tell, later.
    */
   #subscribeExitEvents(): void {
+    if (!this.config.exitEvents) {
+      this.#exitEventsOff = 'off in the configuration';
+      return;
+    }
     try {
       this.#exitEventsFd = subscribeThreadExits();
     } catch (err) {
@@ -314,7 +317,9 @@ export class Supervisor {
     const conn = this.#conns.get(owner.connection);
     if (!conn) return;
     while (!conn.closed && this.#receiveOne(conn));
-    this.#disconnect(conn, `its process is exiting (${exitCode < 128 ? `signal ${exitCode}` : `status ${exitCode >> 8}`})`);
+    // exit_code is a wait status: the signal in the low 7 bits, else exit(n) as n << 8.
+    const signal = exitCode & 0x7f;
+    this.#disconnect(conn, `its process is exiting (${signal !== 0 ? `signal ${signal}` : `status ${exitCode >> 8}`})`);
   }
 
   #closeExitEvents(): void {
@@ -1073,7 +1078,7 @@ export class Supervisor {
     let file = -1;
     if (journalGoesInFile(state.journal.length)) {
       try {
-        file = createSealedFile(`fusekeeper-journal-${s.name}`, JournalEntries.from(state.journal).bytes);
+        file = createSealedFile(`fusekeeper-journal-${s.name}`, state.journal.bytes);
       } catch (err) {
         this.#log.warn({ event: 'journal.file_failed', session: s.name, err: (err as Error).message }, `journal of ${s.name} goes in frames: ${(err as Error).message}`);
       }
