@@ -261,7 +261,8 @@ async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
   }
   // The scratch mirror's checkpoint as it stood while the rehearsal held the file open, so
   // that the resume path (decoding a checkpoint, restoring the tables, reopening a file
-  // handle) is rehearsed too: measured, it cost a first take-over about 1.5 ms cold.
+  // handle) is rehearsed too (measured on the failover bench: ACQUIRE answered -> serving
+  // went from 2.5 to 2.1 ms median).
   const recorded = new Map<string, Buffer>();
   let whileOpen: Map<string, Buffer> | undefined;
   const recorder: CheckpointSink = {
