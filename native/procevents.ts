@@ -12,14 +12,10 @@
 import { release } from 'node:os';
 import { sys, lastErrno } from './libc.ts';
 import { NativeError, errnoValue } from './errors.ts';
+import { setSocketBuffer, socketType } from './socket.ts';
 
 const AF_NETLINK = 16;
 const NETLINK_CONNECTOR = 11;
-const SOCK_DGRAM = 2;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
-const SO_RCVBUF = 8;
 const NLMSG_DONE = 3;
 const NLMSG_HDRLEN = 16;
 const CN_MSG_LEN = 20;
@@ -55,13 +51,16 @@ function kernelFilters(): boolean {
  * A subscription from outside the initial namespaces is accepted but never delivers.
  */
 export function subscribeThreadExits(): number {
-  const fd = sys.socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR) as number;
+  const fd = sys.socket(AF_NETLINK, socketType('dgram'), NETLINK_CONNECTOR) as number;
   if (fd < 0) throw new NativeError('socket(AF_NETLINK, NETLINK_CONNECTOR)', lastErrno());
   try {
-    // Room for a burst: each event is a 76-byte datagram (about 1 KB of buffer accounting each).
-    const size = Buffer.alloc(4);
-    size.writeInt32LE(1 << 20);
-    sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
+    // Room for a burst: each event is a 76-byte datagram (about 1 KB of buffer accounting
+    // each). Best effort: the default is smaller but works, and an overflow is reported.
+    try {
+      setSocketBuffer(fd, 'receive', 1 << 20);
+    } catch {
+      // keep the default
+    }
     // struct sockaddr_nl: family, pad, port id (0: the kernel assigns one), multicast groups.
     const addr = Buffer.alloc(12);
     addr.writeUInt16LE(AF_NETLINK, 0);

@@ -9,6 +9,7 @@ const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
 const SO_SNDBUF = 7;
+const SO_RCVBUF = 8;
 const SCM_RIGHTS = 1;
 const MSG_CTRUNC = 0x8;
 const MSG_TRUNC = 0x20;
@@ -100,7 +101,8 @@ export function encodeUnixAddress(address: string, out: Buffer): number {
   return LAYOUT.sockaddrUn.path + used;
 }
 
-function socketType(kind: SocketKind): number {
+/** The type argument of socket(2) for a non-blocking, close-on-exec socket of `kind`. */
+export function socketType(kind: SocketKind): number {
   return (kind === 'seqpacket' ? SOCK_SEQPACKET : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
 }
 
@@ -320,15 +322,16 @@ function intOption(fd: number, name: number): number {
 }
 
 /**
- * Asks for a send buffer of `bytes` (SO_SNDBUF; the kernel caps the request at
- * net.core.wmem_max and doubles it for its own accounting). Returns the size now in force.
- * Throws `NativeError`.
+ * Asks for a send or receive buffer of `bytes` (SO_SNDBUF / SO_RCVBUF; the kernel caps the
+ * request at net.core.wmem_max / rmem_max and doubles it for its own accounting). Returns
+ * the size now in force. Throws `NativeError`.
  */
-export function setSendBuffer(fd: number, bytes: number): number {
+export function setSocketBuffer(fd: number, which: 'send' | 'receive', bytes: number): number {
+  const name = which === 'send' ? SO_SNDBUF : SO_RCVBUF;
   const buf = Buffer.alloc(4);
   buf.writeInt32LE(bytes, 0);
-  if (sys.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, buf, 4) !== 0) throw new NativeError('setsockopt(SO_SNDBUF)', lastErrno(), String(fd));
-  return intOption(fd, SO_SNDBUF);
+  if (sys.setsockopt(fd, SOL_SOCKET, name, buf, 4) !== 0) throw new NativeError(`setsockopt(${which === 'send' ? 'SO_SNDBUF' : 'SO_RCVBUF'})`, lastErrno(), String(fd));
+  return intOption(fd, name);
 }
 
 /** Family, type and listening state of socket `fd`. Throws `NativeError` (`ENOTSOCK`, `EBADF`). */

@@ -14,7 +14,7 @@ import {
   duplicateFd,
   listenSocket,
   peerCredentials,
-  setSendBuffer,
+  setSocketBuffer,
   pidfdOpen,
   receiveMessage,
   sendMessage,
@@ -520,7 +520,7 @@ export class Supervisor {
         continue;
       }
       try {
-        setSendBuffer(fd, SEND_BUFFER);
+        setSocketBuffer(fd, 'send', SEND_BUFFER);
       } catch {
         // The default buffer works, only slower for large hand-overs.
       }
