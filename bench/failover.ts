@@ -1,5 +1,6 @@
 // Failover benchmark: how long applications wait when a daemon dies. `npm run failover`
-// (or `npm run bench -- failover`); `--rounds N` (default 100), `--only a,b`.
+// (or `npm run bench -- failover`); `--rounds N` (default 100), `--only a,b`; `--raw` also
+// writes each scenario's rounds (failover-<scenario>-rounds.json).
 //
 // Blackout of one crash = the longest stat()/open() seen by the 1 ms probe
 // (bench/drivers/probe.c, a separate process) among its iterations that began from 20 ms
@@ -36,7 +37,7 @@ import { pidfdOpen, watchFd, closeFd } from '../native/index.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, waitUntil, mountSpec, tempDir, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
-import { summarize, writeResult } from './lib.ts';
+import { cpuStalls, summarize, writeResult } from './lib.ts';
 
 const MIRRORFS = join(ROOT, 'bin/fusekeeper-mirrorfs.js');
 const BARE_SOURCE = join(ROOT, 'bench/drivers/bare-owner.ts');
@@ -53,10 +54,12 @@ function bareCommand(): string[] {
   const out = join(cache, 'bare-owner.mjs');
   const esbuild = join(ROOT, 'node_modules/.bin/esbuild');
   const r = existsSync(esbuild) ? spawnSync(esbuild, [BARE_SOURCE, '--bundle', '--platform=node', '--format=esm', '--external:koffi', `--outfile=${out}`, '--log-level=error'], { encoding: 'utf8' }) : null;
+  // As a standby should (bin/warm-code.js): its take-over path compiled before it waits.
+  const eager = ['--no-lazy', '--always-sparkplug', '--no-flush-bytecode'];
   if (r?.status === 0) {
-    return [out];
+    return [...eager, out];
   }
-  return ['--import', 'tsx', BARE_SOURCE];
+  return [...eager, '--import', 'tsx', BARE_SOURCE];
 }
 const SESSION = 'failover';
 const WINDOW_NS = 1_000_000_000n;
@@ -170,7 +173,7 @@ async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | u
   return ((await admin.status()) as { sessions: SessionStatus[] }).sessions.find((s) => s.name === SESSION);
 }
 
-async function runScenario(sc: Scenario, rounds: number, probeBin: string): Promise<Record<string, unknown>> {
+async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean): Promise<Record<string, unknown>> {
   const dir = tempDir('fusekeeper-failover-');
   const mountpoint = join(dir, 'mnt');
   mkdirSync(mountpoint);
@@ -314,6 +317,17 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
     const per = blackoutsToResume(probeRecords, records.map((x) => x.killAt));
     const within1s = blackouts(probeRecords, records.map((x) => x.killAt), end, 20_000_000n, WINDOW_NS);
     const memory = rssOf(sup.pid);
+    if (raw) {
+      // Per round: the supervisor's account, and the probe's iterations from 3 ms before the
+      // kill to 30 ms after it as [start, stat, open, read, close] in ms from the kill.
+      const rows = records.map((x, i) => ({
+        ...x,
+        killAt: undefined,
+        blackout: per[i],
+        probe: probeRecords.filter((r) => r.start >= x.killAt - 3_000_000n && r.start <= x.killAt + 30_000_000n).map((r) => [ms(r.start - x.killAt), ms(r.stat), ms(r.open), ms(r.read), ms(r.close)].map(round2)),
+      }));
+      writeResult(`failover-${sc.name}-rounds`, { rounds: rows });
+    }
     const result: Record<string, unknown> = {
       rounds: records.length,
       blackoutMs: stats(per.map((b) => ms(b.ns))),
@@ -354,7 +368,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string): Prom
 }
 
 export async function run(argv: string[] = []): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' } } });
+  const { values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' } } });
   const rounds = Number(values.rounds ?? process.env.FAILOVER_ROUNDS ?? 100);
   const only = values.only?.split(',');
   if (process.getuid?.() !== 0) throw new Error('failover: needs root');
@@ -366,7 +380,9 @@ export async function run(argv: string[] = []): Promise<void> {
     blackout:
       'per crash: the longest call (stat, open, read or close: the crash may catch the probe in any of them; blackoutStatOpenMs counts stat/open only) of a 1 ms probe (a separate process, one call at a time) among its iterations that began from 20 ms before the SIGKILL until the first iteration begun 1 ms or more after the SIGKILL completed: the wait the application saw. longestWaitWithin1sMs: the longest stat/open of every iteration begun up to 1 s after the SIGKILL (includes slowness after the recovery, e.g. a new spare starting)',
     loadAverageBefore: loadavg().map(round2),
+    cpuStallsBefore: await cpuStalls(),
   };
+  process.stdout.write(`failover: CPU stalls with every core busy: ${JSON.stringify(figures.cpuStallsBefore)}\n`);
   const onSignal = (): void => abortRun(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -375,7 +391,7 @@ export async function run(argv: string[] = []): Promise<void> {
       if (only && !only.includes(sc.name)) continue;
       const t = Date.now();
       process.stdout.write(`failover: ${sc.name} (${rounds} rounds)...\n`);
-      const res = await runScenario(sc, rounds, probeBin);
+      const res = await runScenario(sc, rounds, probeBin, values.raw === true);
       figures[sc.name] = { ...res, seconds: Math.round((Date.now() - t) / 1000) };
       const b = res.blackoutMs as Record<string, number>;
       process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max}; supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);
@@ -386,6 +402,7 @@ export async function run(argv: string[] = []): Promise<void> {
     spawnSync('rm', ['-rf', buildDir]);
   }
   figures.loadAverageAfter = loadavg().map(round2);
+  figures.cpuStallsAfter = await cpuStalls();
   const table = Object.fromEntries(
     SCENARIOS.filter((s) => figures[s.name]).map((s) => {
       const f = figures[s.name] as { blackoutMs: Record<string, number>; supervisorRecoveryUs: Record<string, number>; supervisor: { rssMiB: number } };

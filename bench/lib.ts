@@ -41,3 +41,49 @@ export function writeResult(name: string, figures: Record<string, unknown>): str
   console.log(`wrote ${file}`);
   return file;
 }
+
+const STALL_SPINNER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const gaps = [];
+const end = process.hrtime.bigint() + BigInt(workerData.ms) * 1000000n;
+let last = process.hrtime.bigint();
+for (;;) {
+  const now = process.hrtime.bigint();
+  if (now - last > 200000n) gaps.push(Number(now - last) / 1e6);
+  last = now;
+  if (now > end) break;
+}
+parentPort.postMessage(gaps);
+`;
+
+/**
+ * How much of the CPU this machine really gives: one thread per core spins for `ms`
+ * reading the clock, and every gap of more than 0.2 ms is time that thread did not run
+ * (the hypervisor took the virtual CPU away, or the kernel ran something else). With every
+ * core busy, a VM whose host caps its CPU time shows it here as stalls of milliseconds; a
+ * blackout measured in milliseconds includes any that fall in it.
+ */
+export async function cpuStalls(ms = 2000): Promise<{ cores: number; stalledPct: number; stalls: number; medianMs: number; p90Ms: number; maxMs: number }> {
+  const { Worker } = await import('node:worker_threads');
+  const runs = await Promise.all(
+    cpus().map(
+      () =>
+        new Promise<number[]>((resolve, reject) => {
+          const w = new Worker(STALL_SPINNER, { eval: true, workerData: { ms } });
+          w.once('message', resolve);
+          w.once('error', reject);
+        }),
+    ),
+  );
+  const gaps = runs.flat().sort((a, b) => a - b);
+  const total = gaps.reduce((a, b) => a + b, 0);
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  return {
+    cores: runs.length,
+    stalledPct: r2((100 * total) / (ms * runs.length)),
+    stalls: gaps.length,
+    medianMs: r2(gaps[Math.floor(gaps.length / 2)] ?? 0),
+    p90Ms: r2(gaps[Math.floor(gaps.length * 0.9)] ?? 0),
+    maxMs: r2(gaps.at(-1) ?? 0),
+  };
+}

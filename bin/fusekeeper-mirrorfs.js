@@ -1,4 +1,8 @@
 #!/usr/bin/env node
 // Compiled by `npm ci` (the `prepare` script) into dist/.
-import { main } from '../dist/bin/cli/mirrorfs.js';
+import { compileEagerly } from './warm-code.js';
+
+// A warm standby's start-up costs nothing anyone waits for; its take-over is a blackout.
+if (process.argv.includes('--standby') || process.env.FUSEKEEPER_STANDBY === '1') compileEagerly();
+const { main } = await import('../dist/bin/cli/mirrorfs.js');
 process.exitCode = await main(process.argv.slice(2));

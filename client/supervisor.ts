@@ -9,6 +9,7 @@ import {
   connectSocket,
   createSealedFile,
   createSocket,
+  createSocketPair,
   readSealedFile,
   receiveMessage,
   sendMessage,
@@ -18,6 +19,7 @@ import {
 } from '../native/index.ts';
 import {
   AcquireCollector,
+  type AcquireProgress,
   chunkAdopt,
   decodeMessage,
   encodeAcquireSequence,
@@ -173,7 +175,7 @@ export class SupervisorClient {
   async acquire(name: string, mount: MountSpec, opts: { standby?: boolean } = {}): Promise<ClientSession> {
     if (this.#session) throw new SupervisorError('EBUSY', 16, `this client already owns session ${this.#session.name}`);
     const link = this.#requireLink();
-    if (opts.standby) rehearseAcquireReply();
+    if (opts.standby) this.#rehearseTakeover(mount);
     const collector = new AcquireCollector();
     let fd = -1;
     // A connection that breaks meanwhile answers every pending request with an ERROR.
@@ -251,6 +253,34 @@ export class SupervisorClient {
     this.#session = session;
     this.#registered = true;
     this.#startHeartbeat();
+  }
+
+  /**
+   * What a standby does once before it waits, so that its take-over runs code V8 has
+   * compiled and whose property caches are filled (a function is compiled when first called;
+   * on the failover bench the standby spent most of its take-over compiling): receives a
+   * made-up resumed ACQUIRE reply as the real one comes, builds a session from it that keeps
+   * state as an owner's does (nothing is sent: this client owns no session yet), and starts
+   * and stops a heartbeat timer (Node's timer lists are compiled on first use too).
+   */
+  #rehearseTakeover(mount: MountSpec): void {
+    const state = rehearseAcquireReply(32);
+    if (state) {
+      const s = new ClientSession(this, 'rehearsal', mount, -1, {
+        resumed: true,
+        generation: state.acquired.generation,
+        strategy: state.acquired.strategy,
+        init: state.initParams,
+        checkpoint: state.checkpoint,
+        journal: state.journal,
+      });
+      s.checkpointPut('rehearsal', Buffer.alloc(48));
+      s.checkpointDelete('rehearsal');
+      s.journalOpen(2, 1n, 2n);
+      s.journalClose(2);
+      encodeMessage({ type: 'adopt', more: false, ids: [1] }, 1);
+    }
+    if (this.#opts.heartbeatMs > 0) clearInterval(setInterval(() => {}, this.#opts.heartbeatMs));
   }
 
   #disown(): void {
@@ -466,39 +496,55 @@ function readJournalFile(fd: number, count: number): JournalEntries | Error {
   }
 }
 
-/**
- * Decodes and collects made-up resumed ACQUIRE replies with one item of each kind of state,
- * the journal once in a frame and once in a file.
- */
-function rehearseAcquireReply(): void {
-  const journal = JournalEntries.from([{ id: 1, dev: 1n, ino: 1n }]);
-  for (const journalFile of [false, true]) {
-    const frames = encodeAcquireSequence(
-      1,
-      {
-        acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' },
-        initParams: Buffer.alloc(16),
-        checkpoint: new Map([['rehearsal', Buffer.alloc(16)]]),
-        journal,
-      },
-      { journalFile },
-    );
-    const collector = new AcquireCollector();
-    frames.forEach((f, i) => {
-      const fileFrame = journalFile && i === frames.length - 2;
-      const d = decodeMessage(f, i === 0 || fileFrame ? 1 : 0, { from: 'supervisor', packedJournal: true });
-      if (!d.ok) return;
-      collector.push(d.message, fileFrame && d.message.type === 'journal_file' ? rehearsalFile(journal, d.message.count) : undefined);
-    });
-  }
-}
+type AcquiredState = Extract<AcquireProgress, { state: unknown }>['state'];
 
-function rehearsalFile(journal: JournalEntries, count: number): JournalEntries | Error {
+/**
+ * Receives, decodes and collects made-up resumed ACQUIRE replies through a socket pair, as
+ * the real one arrives: one item of each kind of state plus `checkpointKeys` entries, the
+ * journal once in a frame and once in a file. Returns the last collected state.
+ */
+function rehearseAcquireReply(checkpointKeys: number): AcquiredState | undefined {
+  const journal = JournalEntries.from([{ id: 1, dev: 1n, ino: 1n }]);
+  const checkpoint = new Map<string, Buffer>();
+  for (let i = 0; i < checkpointKeys; i++) checkpoint.set(`rehearsal/${i}`, Buffer.alloc(48, 0x5b));
+  let pair: [number, number];
   try {
-    return readJournalFile(createSealedFile('fusekeeper-rehearsal', journal.bytes), count);
-  } catch (err) {
-    return err as Error; // no memfd now (EMFILE?): the rehearsal only warms the code up
+    pair = createSocketPair('seqpacket');
+  } catch {
+    return undefined; // no fds left now (EMFILE?): the rehearsal only warms the code up
   }
+  const [to, from] = pair;
+  let state: AcquiredState | undefined;
+  try {
+    for (const journalFile of [false, true]) {
+      const frames = encodeAcquireSequence(1, { acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' }, initParams: Buffer.alloc(16), checkpoint, journal }, { journalFile });
+      const collector = new AcquireCollector();
+      for (let i = 0; i < frames.length; i++) {
+        const fileFrame = journalFile && i === frames.length - 2;
+        const fds = i === 0 ? [to] : fileFrame ? [createSealedFile('fusekeeper-rehearsal', journal.bytes)] : [];
+        try {
+          if (sendMessage(to, { data: frames[i]!, fds }) === null) return state;
+        } finally {
+          if (fileFrame) closeAll(fds);
+        }
+        const r = receiveMessage(from, { maxBytes: MAX_MESSAGE, maxFds: 4 });
+        if (r.kind !== 'message') return state;
+        const d = decodeMessage(r.data, r.fds.length, { from: 'supervisor', packedJournal: true });
+        let fileEntries: JournalEntries | Error | undefined;
+        if (d.ok && d.message.type === 'journal_file' && r.fds.length === 1) fileEntries = readJournalFile(r.fds[0]!, d.message.count);
+        else closeAll(r.fds);
+        if (!d.ok) return state;
+        const p = collector.push(d.message, fileEntries);
+        if (p.done && 'state' in p) state = p.state;
+      }
+    }
+  } catch {
+    // as above: a warm-up that cannot run does no harm
+  } finally {
+    closeFd(to);
+    closeFd(from);
+  }
+  return state;
 }
 
 /** An acquired session: its fd, the state handed over, and the calls that keep state current. */

@@ -239,13 +239,21 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
 }
 
 /**
+ * How many times a standby runs its rehearsal. V8 fills its property caches and moves a
+ * function to faster code as it runs more often; on the failover bench 10 rehearsals against
+ * 1 brought the standby from reading the first request to answering it from a p90 of 2.9 ms
+ * to 0.25 ms, and the blackout median from 9.3 to 7.2 ms (about 50 ms more start-up).
+ */
+const STANDBY_REHEARSALS = 10;
+
+/**
  * What a warm standby does before it waits, so that taking over costs only what needs the
  * session: the process is started, every module loaded and the supervisor connected by now;
  * this also starts libuv's thread pool (the first fs call on it creates the threads), checks
  * the source directory, and rehearses the request path (FuseServer.rehearse) on a scratch
  * mirror of the source that is thrown away: a few read-only requests, looking up and reading
  * the first regular file of the source root if there is one; then restores a second scratch
- * mirror from the first one's checkpoint.
+ * mirror from the first one's checkpoint. All of it STANDBY_REHEARSALS times.
  */
 async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
   const root = await fsp.stat(opts.source);
@@ -274,16 +282,20 @@ async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
       recorded.delete(key);
     },
   };
-  const scratch = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: recorder } });
   let rehearsal;
-  try {
-    rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name });
-  } finally {
-    await scratch.closeAll();
+  for (let i = 0; i < STANDBY_REHEARSALS; i++) {
+    recorded.clear();
+    whileOpen = undefined;
+    const scratch = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: recorder } });
+    try {
+      rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name });
+    } finally {
+      await scratch.closeAll();
+    }
+    const previous = readCheckpoint(whileOpen ?? recorded);
+    const resumed = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} }, previous } });
+    await resumed.closeAll();
   }
-  const previous = readCheckpoint(whileOpen ?? recorded);
-  const resumed = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} }, previous } });
-  await resumed.closeAll();
   opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid, rehearsal }, 'warm standby: waiting for the session');
 }
 
