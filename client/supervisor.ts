@@ -168,14 +168,16 @@ export class SupervisorClient {
   /**
    * Acquires session `name`: fresh (the supervisor mounted it; the kernel will send INIT) or
    * resumed after a previous owner (state restored, INIT already answered). With `standby`,
-   * waits while the session has a live owner (and first decodes a made-up reply once, so
-   * that the real one does not wait for V8 to compile the decoder). Throws
+   * waits while the session has a live owner. With `rehearse` (a warm spare, which will
+   * wait), first runs the take-over path once on made-up state, so that the real take-over
+   * does not wait for V8 to compile it (about 10 ms in a new process: not worth it for a
+   * daemon restarted into a session that is already waiting for it). Throws
    * `SupervisorError` (`EBUSY`, `EACCES`, ...).
    */
-  async acquire(name: string, mount: MountSpec, opts: { standby?: boolean } = {}): Promise<ClientSession> {
+  async acquire(name: string, mount: MountSpec, opts: { standby?: boolean; rehearse?: boolean } = {}): Promise<ClientSession> {
     if (this.#session) throw new SupervisorError('EBUSY', 16, `this client already owns session ${this.#session.name}`);
     const link = this.#requireLink();
-    if (opts.standby) this.#rehearseTakeover(mount);
+    if (opts.rehearse) this.#rehearseTakeover(mount);
     const collector = new AcquireCollector();
     let fd = -1;
     // A connection that breaks meanwhile answers every pending request with an ERROR.
@@ -256,7 +258,7 @@ export class SupervisorClient {
   }
 
   /**
-   * What a standby does once before it waits, so that its take-over runs code V8 has
+   * What a spare does once before it waits, so that its take-over runs code V8 has
    * compiled and whose property caches are filled (a function is compiled when first called;
    * on the failover bench the standby spent most of its take-over compiling): receives a
    * made-up resumed ACQUIRE reply as the real one comes, builds a session from it that keeps

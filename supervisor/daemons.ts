@@ -1,7 +1,10 @@
 // Managed daemons: processes the supervisor starts from its configuration and restarts when
 // they exit, with exponential backoff and a crash-loop limit. Every process acquires its
-// session as a standby (FUSEKEEPER_STANDBY=1), so with `standby: true` the spare waits
-// connected and takes over at once when the owner dies.
+// session as a standby (FUSEKEEPER_STANDBY=1): a restarted daemon whose predecessor is
+// still being torn down waits instead of being refused. With `standby: true` the spare
+// waits connected and takes over at once when the owner dies; those processes also get
+// FUSEKEEPER_SPARE=1, which tells them to prepare for that take-over before they wait (a
+// daemon restarted without a spare should not spend its start-up on that).
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from './log.ts';
 import type { ManagedDaemon } from './config.ts';
@@ -77,7 +80,7 @@ export class DaemonManager {
     const [cmd, ...args] = d.spec.command;
     const child = spawn(cmd!, args, {
       stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...process.env, ...d.spec.env, FUSEKEEPER_SOCKET: this.#socket, FUSEKEEPER_SESSION: d.spec.name, FUSEKEEPER_STANDBY: '1' },
+      env: { ...process.env, ...d.spec.env, FUSEKEEPER_SOCKET: this.#socket, FUSEKEEPER_SESSION: d.spec.name, FUSEKEEPER_STANDBY: '1', FUSEKEEPER_SPARE: d.spec.standby ? '1' : '0' },
     });
     d.children.add(child);
     const started = Date.now();

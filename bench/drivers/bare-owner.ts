@@ -100,7 +100,7 @@ if (cfg.hold) {
   await FuseServer.rehearse(ops, { init, name: 'p0' });
   const client = await connectSupervisor({ socket: cfg.socket, clientName: `bare owner ${process.pid}`, heartbeatMs: 0, reconnect: false });
   out({ event: 'connected', pid: process.pid });
-  const session = await client.acquire(cfg.name, cfg.mount, { standby: true });
+  const session = await client.acquire(cfg.name, cfg.mount, { standby: true, rehearse: true });
   const acquiredAt = process.hrtime.bigint();
   const register = (): void => {
     if (!cfg.backing) return;

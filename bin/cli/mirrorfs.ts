@@ -17,12 +17,13 @@ replayed). SIGINT/SIGTERM stop serving and exit WITHOUT unmounting: the mount
 stays, waiting for the next daemon. Only \`fusekeeper release NAME\` unmounts.
 On \`fusekeeper upgrade NAME\` the daemon finishes what it read and exits 0.
 
-A warm standby (--standby) is a spare: it starts, connects, runs a few read-only
-requests through its own code on a scratch mirror of SOURCE (so that nothing is
-compiled for the first time after a take-over) and waits until the session's
-owner dies, then takes the session over at once (the supervisor runs the
-recovery sequence and answers its waiting request). If the session does not
-exist yet, the first daemon to ask creates it, standby or not.
+A warm standby (--standby) is a spare: it starts with its code compiled eagerly,
+connects, runs a few read-only requests through its own code on a scratch mirror
+of SOURCE, ten times (so that nothing is compiled for the first time after a
+take-over), and waits until the session's owner dies, then takes the session over
+at once (the supervisor runs the recovery sequence and answers its waiting
+request). If the session does not exist yet, the first daemon to ask creates it,
+standby or not.
 
 options:
   --socket PATH      run supervised by the fusekeeper supervisor listening on PATH
@@ -40,7 +41,10 @@ options:
 environment (how \`fusekeeper serve\` starts the daemons of its configuration):
   FUSEKEEPER_SOCKET=PATH   as --socket, when --socket is not given
   FUSEKEEPER_SESSION=NAME  as --name, when --name is not given (supervised only)
-  FUSEKEEPER_STANDBY=1     as --standby (supervised only)`;
+  FUSEKEEPER_STANDBY=1     wait while the session has a live owner, instead of
+                           failing with EBUSY (supervised only)
+  FUSEKEEPER_SPARE=1       with FUSEKEEPER_STANDBY=1: as --standby (prepare for the
+                           take-over first); set for daemons configured with a spare`;
 
 function stderrLogger(): FuseLogger {
   const line = (level: string) => (obj: object, msg?: string) => {
@@ -91,6 +95,7 @@ export async function main(argv: string[]): Promise<number> {
   const socket = parsed.values.socket ?? (process.env.FUSEKEEPER_SOCKET || undefined);
   const name = socket === undefined ? undefined : (parsed.values.name ?? (process.env.FUSEKEEPER_SESSION || undefined));
   const standby = socket !== undefined && (parsed.values.standby === true || process.env.FUSEKEEPER_STANDBY === '1');
+  const spare = standby && (parsed.values.standby === true || process.env.FUSEKEEPER_SPARE === '1');
   if (name !== undefined && !isValidSessionName(name)) {
     process.stderr.write(`fusekeeper-mirrorfs: invalid session name ${JSON.stringify(name)}: 1..128 of [A-Za-z0-9_.@:-], starting with a letter or digit\n`);
     return 2;
@@ -108,6 +113,7 @@ export async function main(argv: string[]): Promise<number> {
       socket,
       name,
       standby,
+      spare,
     });
   } catch (err) {
     const e = err as Error & { code?: string };

@@ -39,10 +39,16 @@ export interface MirrorRunOptions {
   /** Supervised: the session name; default `sessionNameFromMountpoint(mountpoint)`. */
   name?: string;
   /**
-   * Supervised: a warm standby. The ACQUIRE waits while the session has a live owner and is
-   * answered the moment it dies; everything that does not need the session is done before.
+   * Supervised: a standby. The ACQUIRE waits while the session has a live owner and is
+   * answered the moment it dies.
    */
   standby?: boolean;
+  /**
+   * With `standby`: a warm spare, which does everything that does not need the session
+   * before it asks (prepareStandby). A daemon restarted without a spare skips that: it
+   * would only delay a session that is waiting for it.
+   */
+  spare?: boolean;
 }
 
 /** A bad argument or environment, reported as one line with a non-zero exit. */
@@ -225,8 +231,8 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
     throw err;
   }
   try {
-    if (opts.standby) await prepareStandby(opts);
-    const session = await client.acquire(name, mirrorMountSpec(opts), { standby: opts.standby === true });
+    if (opts.spare) await prepareStandby(opts);
+    const session = await client.acquire(name, mirrorMountSpec(opts), { standby: opts.standby === true, rehearse: opts.spare === true });
     try {
       return await serveSession(client, session, opts, process.hrtime.bigint());
     } finally {

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync, rmSync, promises as fsp } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, rmSync, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -59,6 +59,7 @@ test('managed mirrorfs with a warm standby: the owner is SIGKILLed, the spare ta
     const sparePid = daemonPids().find((p) => p !== ownerPid)!;
     assert.ok(daemonPids().includes(ownerPid));
     assert.match(sup.stderr(), /"event":"mirrorfs.standby"/, 'the spare said it waits');
+    assert.match(readFileSync(`/proc/${sparePid}/environ`, 'utf8'), /(^|\0)FUSEKEEPER_SPARE=1\0/, 'a daemon configured with a spare is told to prepare as one');
 
     const stop = join(dir, 'stop');
     reader = spawn(process.execPath, ['--import', 'tsx', HOLDER, join(mountpoint, 'data.bin'), stop], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -639,6 +639,7 @@ test('managed daemon: a command that acquires and crashes is restarted with back
     const reports = (): OwnerReport[] => msup.events().filter((e) => e.helper === 'owner') as unknown as OwnerReport[];
     await waitUntil(() => reports().length >= 1, 'the first daemon to acquire');
     assert.ok(findMount(mountpoint), 'mounted by the first daemon');
+    assert.deepEqual(reports()[0]!.env, { standby: '1', spare: '0' }, 'a daemon without a spare waits for its session but does not prepare as a spare');
     const mcli = await connectSupervisor({ socket: msup.socket, role: 'cli', reconnect: false, heartbeatMs: 0 });
     let connId: number | null = null;
     try {

@@ -58,6 +58,8 @@ export interface OwnerReport {
   ids: number[];
   unreportedIds: number[];
   adopted: { closed: number; probed: number } | null;
+  /** FUSEKEEPER_STANDBY and FUSEKEEPER_SPARE as a managing supervisor set them. */
+  env: { standby?: string; spare?: string };
 }
 
 const plan = JSON.parse(process.argv[2] ?? process.env.FUSEKEEPER_OWNER_PLAN ?? 'null') as OwnerPlan;
@@ -117,6 +119,7 @@ const report: OwnerReport = {
   ids,
   unreportedIds,
   adopted,
+  env: { standby: process.env.FUSEKEEPER_STANDBY, spare: process.env.FUSEKEEPER_SPARE },
 };
 if (plan.then === 'disconnect') client.close();
 process.stdout.write(`${JSON.stringify(report)}\n`);
