@@ -613,7 +613,9 @@ test('hostile peers: malformed, oversized, truncated frames, frames before HELLO
 test('managed daemon: a command that acquires and crashes is restarted with backoff; past the crash-loop limit ("abort") the connection is aborted', async () => {
   const dir = tempDir();
   const { mountpoint } = sessionDir(dir, 'managed');
-  const plan: OwnerPlan = { mount: mountSpec(mountpoint), then: 'crash', crashAfterMs: 250 };
+  // Each daemon lives 1 s: the application below must be seen waiting before the last one
+  // crashes, also on a loaded CI machine where starting it takes a while.
+  const plan: OwnerPlan = { mount: mountSpec(mountpoint), then: 'crash', crashAfterMs: 1000 };
   const msup = await startSupervisor({
     dir,
     config: {
