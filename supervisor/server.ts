@@ -609,7 +609,14 @@ export class Supervisor {
     }
   }
 
-  #send(conn: Conn, data: Buffer, fd?: number): void {
+  /**
+   * Sends a frame, or queues it while the socket is full. A peer that leaves more than
+   * MAX_QUEUED_FRAMES unread is disconnected, except for an ACQUIRE state sequence
+   * (`sequence`): that is one frame per checkpoint key, bounded by the session's own state
+   * (MAX_CHECKPOINT_BYTES), and a new owner reads it only after the supervisor has queued it
+   * all (a checkpoint of 6000 keys was refused this way in the crash-loop harness).
+   */
+  #send(conn: Conn, data: Buffer, fd?: number, sequence = false): void {
     if (conn.closed) return;
     const fds = fd === undefined ? [] : [fd];
     if (conn.out.length === 0) {
@@ -621,7 +628,7 @@ export class Supervisor {
         return;
       }
     }
-    if (conn.out.length >= MAX_QUEUED_FRAMES) {
+    if (conn.out.length >= MAX_QUEUED_FRAMES && !sequence) {
       this.#disconnect(conn, 'peer does not read its replies');
       return;
     }
@@ -1085,7 +1092,7 @@ export class Supervisor {
     }
     try {
       const frames = encodeAcquireSequence(requestId, state, { journalFile: file >= 0 });
-      frames.forEach((f, i) => this.#send(conn, f, i === 0 ? s.fd : file >= 0 && i === frames.length - 2 ? file : undefined));
+      frames.forEach((f, i) => this.#send(conn, f, i === 0 ? s.fd : file >= 0 && i === frames.length - 2 ? file : undefined, true));
       return file >= 0 ? 'file' : 'frames';
     } finally {
       if (file >= 0) closeFd(file);

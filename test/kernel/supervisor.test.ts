@@ -281,6 +281,27 @@ test('a journal longer than one frame is handed over in one sealed memfd (JOURNA
   client.close();
 });
 
+test('a checkpoint of 20000 keys (one frame each, more than a connection may leave unread) is handed over whole', async () => {
+  const count = 20_000;
+  const { mountpoint } = sessionDir(sup.dir, 'bigcheckpoint');
+  const spec = mountSpec(mountpoint);
+  const first = owner({ name: 'bigcheckpoint', mount: spec, checkpointCount: count, then: 'sleep' });
+  await first.report;
+  await waitUntil(async () => (await sessionStatus('bigcheckpoint'))?.checkpointKeys === count, 'every key to reach the supervisor', 60_000, 20);
+  const client = await daemonClient();
+  const standby = client.acquire('bigcheckpoint', spec, { standby: true });
+  await waitUntil(async () => (await sessionStatus('bigcheckpoint'))?.standbys === 1, 'the standby to wait');
+  await first.kill('SIGKILL');
+  const s = hold(await standby);
+  assert.equal(s.generation, 2);
+  assert.equal(s.checkpoint.size, count);
+  assert.equal(s.checkpoint.get(`k${count - 1}`)?.toString(), `v${count - 1}`);
+  assert.equal((await sessionStatus('bigcheckpoint'))?.owner?.pid, process.pid, 'the new owner was not disconnected');
+  await release('bigcheckpoint', mountpoint);
+  dropFd(s.fd);
+  client.close();
+});
+
 test('a killed owner is orphaned when its threads exit, before its fds close: the kernel reports the exits, no EOF is waited for', async () => {
   assert.equal((await status()).supervisor.exitEvents, 'on', 'the supervisor listens to thread exit events');
   const { mountpoint } = sessionDir(sup.dir, 'exiting');

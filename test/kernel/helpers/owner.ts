@@ -28,6 +28,8 @@ export interface OwnerPlan {
   /** Files registered as backing ids and never journaled: a crash between ioctl and report. */
   unreported?: string[];
   checkpoint?: Record<string, string>;
+  /** More checkpoint keys: k0 .. k<count - 1> with values v0 .., for more than argv holds. */
+  checkpointCount?: number;
   deleteKeys?: string[];
   /** On a resumed session: ADOPT every inherited id. */
   adoptAll?: boolean;
@@ -97,6 +99,7 @@ const backingFiles = [...(plan.backing ?? []), ...Array.from({ length: plan.back
 const ids = backingFiles.map((p) => register(p, true));
 const unreportedIds = (plan.unreported ?? []).map((p) => register(p, false));
 for (const [k, v] of Object.entries(plan.checkpoint ?? {})) session.checkpointPut(k, Buffer.from(v));
+for (let i = 0; i < (plan.checkpointCount ?? 0); i++) session.checkpointPut(`k${i}`, Buffer.from(`v${i}`));
 for (const k of plan.deleteKeys ?? []) session.checkpointDelete(k);
 
 if (plan.then === 'drain') {
