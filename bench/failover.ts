@@ -38,6 +38,7 @@ import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, waitUntil, mountSpec, tempDir, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
 import { cpuStalls, summarize, writeResult } from './lib.ts';
+import { EAGER_COMPILE_FLAGS } from '../bin/warm-code.js';
 
 const MIRRORFS = join(ROOT, 'bin/fusekeeper-mirrorfs.js');
 const BARE_SOURCE = join(ROOT, 'bench/drivers/bare-owner.ts');
@@ -54,8 +55,8 @@ function bareCommand(): string[] {
   const out = join(cache, 'bare-owner.mjs');
   const esbuild = join(ROOT, 'node_modules/.bin/esbuild');
   const r = existsSync(esbuild) ? spawnSync(esbuild, [BARE_SOURCE, '--bundle', '--platform=node', '--format=esm', '--external:koffi', `--outfile=${out}`, '--log-level=error'], { encoding: 'utf8' }) : null;
-  // As a standby should (bin/warm-code.js): its take-over path compiled before it waits.
-  const eager = ['--no-lazy', '--always-sparkplug', '--no-flush-bytecode'];
+  // As a standby should: its take-over path compiled before it waits.
+  const eager = [...EAGER_COMPILE_FLAGS];
   if (r?.status === 0) {
     return [...eager, out];
   }
