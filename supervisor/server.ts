@@ -21,6 +21,8 @@ import {
   connectSocket,
   createSealedFile,
   watchFd,
+  pollNow,
+  POLL,
   sameOpenFile,
   setNonBlocking,
   subscribeThreadExits,
@@ -353,6 +355,11 @@ export class Supervisor {
       }
     }
     for (const s of [...this.#sessions.values()]) {
+      // The pidfd watch runs on a later turn of the loop: a managed owner just stopped by
+      // SIGTERM may have exited without it having fired. A pidfd is readable once its
+      // process has exited.
+      const o = s.owner;
+      if (o && !o.exited && o.pidfd >= 0 && (pollNow(o.pidfd, POLL.IN) & POLL.IN) !== 0) o.exited = true;
       // An owner process that still runs holds the connection, connected or not (a daemon
       // reconnecting after a supervisor restart): its mount stays.
       if (this.#ownerLive(s) || (s.owner !== null && !s.owner.exited)) {
