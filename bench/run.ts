@@ -4,6 +4,7 @@ const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   passthrough: () => import('./passthrough.ts'),
   metadata: () => import('./metadata.ts'),
   journal: () => import('./journal.ts'),
+  checkpoint: () => import('./checkpoint.ts'),
   fuzz: () => import('./fuzz.ts'),
   handover: () => import('./handover.ts'),
   failover: () => import('./failover.ts'),

@@ -20,9 +20,12 @@ import {
 import {
   AcquireCollector,
   type AcquireProgress,
+  acquireAttachment,
   chunkAdopt,
+  decodeCheckpointFile,
   decodeMessage,
   encodeAcquireSequence,
+  encodeCheckpointFile,
   encodeJournalClose,
   encodeJournalOpen,
   encodeJournalOpenWire,
@@ -183,11 +186,8 @@ export class SupervisorClient {
     // A connection that breaks meanwhile answers every pending request with an ERROR.
     const result = await new Promise<ReturnType<AcquireCollector['push']>>((resolve) => {
       this.#sendRequest(link, { type: 'acquire', name, mount, standby: opts.standby ?? false }, (msg, fds) => {
-        let fileEntries: JournalEntries | Error | undefined;
         if (msg.type === 'acquired' && fds.length === 1) fd = fds[0]!;
-        else if (msg.type === 'journal_file' && fds.length === 1) fileEntries = readJournalFile(fds[0]!, msg.count);
-        else closeAll(fds);
-        const p = collector.push(msg, fileEntries);
+        const p = collector.push(msg, readStateFile(msg, fds));
         if (p.done) resolve(p);
         return p.done;
       });
@@ -485,16 +485,22 @@ export class SupervisorClient {
 }
 
 /**
- * The entries of a JOURNAL_FILE's sealed memfd `fd` (closed here on every path), or the Error
- * that says why they cannot be used.
+ * For a frame of an ACQUIRE state sequence and the fds that came with it: what the sealed
+ * memfd of a JOURNAL_FILE or CHECKPOINT_FILE holds (the entries, the decoded checkpoint), or
+ * the Error that says why it cannot be used; undefined for other frames. Pass the result to
+ * `AcquireCollector.push`. Closes every fd that came with `msg` except ACQUIRED's /dev/fuse fd.
  */
-function readJournalFile(fd: number, count: number): JournalEntries | Error {
+export function readStateFile(msg: ControlMessage, fds: number[]): JournalEntries | Map<string, Buffer> | Error | undefined {
+  if (msg.type === 'acquired' && fds.length === 1) return undefined;
   try {
-    return JournalEntries.fromWire(readSealedFile(fd, count * JOURNAL_ENTRY_SIZE));
+    if (fds.length !== 1) return undefined;
+    if (msg.type === 'journal_file') return JournalEntries.fromWire(readSealedFile(fds[0]!, msg.count * JOURNAL_ENTRY_SIZE));
+    if (msg.type === 'checkpoint_file') return decodeCheckpointFile(readSealedFile(fds[0]!, msg.size), msg.count);
+    return undefined;
   } catch (err) {
     return err as Error;
   } finally {
-    closeFd(fd);
+    closeAll(fds);
   }
 }
 
@@ -503,7 +509,7 @@ type AcquiredState = Extract<AcquireProgress, { state: unknown }>['state'];
 /**
  * Receives, decodes and collects made-up resumed ACQUIRE replies through a socket pair, as
  * the real one arrives: one item of each kind of state plus `checkpointKeys` entries, the
- * journal once in a frame and once in a file. Returns the last collected state.
+ * checkpoint and journal once in frames and once in files. Returns the last collected state.
  */
 function rehearseAcquireReply(checkpointKeys: number): AcquiredState | undefined {
   const journal = JournalEntries.from([{ id: 1, dev: 1n, ino: 1n }]);
@@ -518,25 +524,29 @@ function rehearseAcquireReply(checkpointKeys: number): AcquiredState | undefined
   const [to, from] = pair;
   let state: AcquiredState | undefined;
   try {
-    for (const journalFile of [false, true]) {
-      const frames = encodeAcquireSequence(1, { acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' }, initParams: Buffer.alloc(16), checkpoint, journal }, { journalFile });
+    for (const inFiles of [false, true]) {
+      const opts = { checkpointFile: inFiles, journalFile: inFiles };
+      const frames = encodeAcquireSequence(1, { acquired: { type: 'acquired', generation: 2, resumed: true, strategy: 'journal' }, initParams: Buffer.alloc(16), checkpoint, journal }, opts);
       const collector = new AcquireCollector();
-      for (let i = 0; i < frames.length; i++) {
-        const fileFrame = journalFile && i === frames.length - 2;
-        const fds = i === 0 ? [to] : fileFrame ? [createSealedFile('fusekeeper-rehearsal', journal.bytes)] : [];
+      for (const frame of frames) {
+        const attach = acquireAttachment(frame);
+        const file = attach === 'checkpoint-file' ? encodeCheckpointFile(checkpoint) : attach === 'journal-file' ? journal.bytes : null;
+        const fds = attach === 'fuse-device' ? [to] : file ? [createSealedFile('fusekeeper-rehearsal', file)] : [];
         try {
-          if (sendMessage(to, { data: frames[i]!, fds }) === null) return state;
+          if (sendMessage(to, { data: frame, fds }) === null) return state;
         } finally {
-          if (fileFrame) closeAll(fds);
+          if (file) closeAll(fds);
         }
         const r = receiveMessage(from, { maxBytes: MAX_MESSAGE, maxFds: 4 });
         if (r.kind !== 'message') return state;
         const d = decodeMessage(r.data, r.fds.length, { from: 'supervisor', packedJournal: true });
-        let fileEntries: JournalEntries | Error | undefined;
-        if (d.ok && d.message.type === 'journal_file' && r.fds.length === 1) fileEntries = readJournalFile(r.fds[0]!, d.message.count);
-        else closeAll(r.fds);
-        if (!d.ok) return state;
-        const p = collector.push(d.message, fileEntries);
+        if (!d.ok) {
+          closeAll(r.fds);
+          return state;
+        }
+        const contents = readStateFile(d.message, r.fds);
+        if (d.message.type === 'acquired') closeAll(r.fds);
+        const p = collector.push(d.message, contents);
         if (p.done && 'state' in p) state = p.state;
       }
     }

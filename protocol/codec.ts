@@ -6,12 +6,15 @@
 import { ERRNO, isErrnoCode, ProtocolError, type ProtocolErrorReason } from './errors.ts';
 import { FieldFailure, FieldReader, FieldWriter } from './fields.ts';
 import {
+  CHECKPOINT_ENTRY_OVERHEAD,
   ERROR_CODE_PATTERN,
   HEADER_SIZE,
   JOURNAL_ENTRY_SIZE,
   MAGIC,
   MAX_ADOPT_CHUNK,
   MAX_BACKING_ID,
+  MAX_CHECKPOINT_BYTES,
+  MAX_CHECKPOINT_FILE_ENTRIES,
   MAX_CHECKPOINT_VALUE,
   MAX_ERRNO,
   MAX_ERROR_MESSAGE,
@@ -144,6 +147,66 @@ function writeKey(w: FieldWriter, key: string): void {
   w.string(key, 'key', MAX_KEY_BYTES, 'invalid key');
 }
 
+/** The smallest checkpoint entry: a 1-byte key and an empty value. */
+const MIN_CHECKPOINT_ENTRY_SIZE = CHECKPOINT_ENTRY_OVERHEAD + 1;
+
+/** Bytes `key` and `value` take in a CHECKPOINT_FILE, and in a session's checkpoint budget. */
+export function checkpointEntrySize(key: string, value: Uint8Array): number {
+  return CHECKPOINT_ENTRY_OVERHEAD + Buffer.byteLength(key, 'utf8') + value.length;
+}
+
+/**
+ * The contents of a CHECKPOINT_FILE holding `checkpoint`: every entry laid out as a
+ * CHECKPOINT_ENTRY payload (u16 key length, key, u32 value length, value), back to back, in
+ * the map's order. Throws ProtocolError EINVAL for an empty checkpoint, a key or value one
+ * CHECKPOINT_ENTRY could not carry, or more than MAX_CHECKPOINT_BYTES in all.
+ */
+export function encodeCheckpointFile(checkpoint: ReadonlyMap<string, Uint8Array>): Buffer {
+  if (checkpoint.size === 0) throw new ProtocolError('EINVAL', 'invalid value', 'CHECKPOINT_FILE carries at least one entry');
+  let size = 0;
+  for (const [key, value] of checkpoint) {
+    if (typeof key !== 'string' || !isValidCheckpointKey(key)) throw new ProtocolError('EINVAL', 'invalid key', `checkpoint key must be 1..${MAX_KEY_BYTES} bytes of UTF-8 without NUL`);
+    if (!(value instanceof Uint8Array)) throw new ProtocolError('EINVAL', 'invalid value', `value of ${JSON.stringify(key)} must be a Buffer`);
+    if (value.length > MAX_CHECKPOINT_VALUE) throw new ProtocolError('EINVAL', 'oversized', `value of ${JSON.stringify(key)} is ${value.length} bytes, limit ${MAX_CHECKPOINT_VALUE}`);
+    size += checkpointEntrySize(key, value);
+  }
+  if (size > MAX_CHECKPOINT_BYTES) throw new ProtocolError('EINVAL', 'oversized', `checkpoint of ${size} bytes, limit ${MAX_CHECKPOINT_BYTES}`);
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const [key, value] of checkpoint) {
+    const keyBytes = out.write(key, at + 2, 'utf8');
+    out.writeUInt16LE(keyBytes, at);
+    at += 2 + keyBytes;
+    out.writeUInt32LE(value.length, at);
+    out.set(value, at + 4);
+    at += 4 + value.length;
+  }
+  return out;
+}
+
+/**
+ * The `count` entries of a CHECKPOINT_FILE's contents, checked like CHECKPOINT_ENTRY payloads
+ * (key, value size), each key once, the bytes consumed exactly. Values are copies. Throws
+ * ProtocolError EPROTO with the decoder's reason.
+ */
+export function decodeCheckpointFile(bytes: Buffer, count: number): Map<string, Buffer> {
+  const r = new FieldReader(bytes, 0, bytes.length);
+  const out = new Map<string, Buffer>();
+  try {
+    for (let i = 0; i < count; i++) {
+      const key = readKey(r);
+      const value = r.bytes('value', MAX_CHECKPOINT_VALUE);
+      if (out.has(key)) fail('invalid value', `checkpoint key ${JSON.stringify(key)} twice`);
+      out.set(key, value);
+    }
+    r.end();
+  } catch (err) {
+    if (err instanceof FieldFailure) throw new ProtocolError('EPROTO', err.reason, `CHECKPOINT_FILE entry ${out.size}: ${err.detail}`);
+    throw err;
+  }
+  return out;
+}
+
 function writeMount(w: FieldWriter, m: MountSpec): void {
   if (typeof m !== 'object' || m === null) throw new ProtocolError('EINVAL', 'invalid value', 'mount spec missing');
   if (typeof m.mountpoint !== 'string' || !isCanonicalMountpoint(m.mountpoint)) {
@@ -215,6 +278,13 @@ function writePayload(w: FieldWriter, msg: ControlMessage): void {
     case 'journal_file':
       w.count(msg.count, 'entries', MAX_JOURNAL_FILE_ENTRIES);
       if (msg.count < 1) throw new ProtocolError('EINVAL', 'invalid value', 'JOURNAL_FILE carries at least one entry');
+      return;
+    case 'checkpoint_file':
+      w.count(msg.count, 'entries', MAX_CHECKPOINT_FILE_ENTRIES);
+      if (msg.count < 1) throw new ProtocolError('EINVAL', 'invalid value', 'CHECKPOINT_FILE carries at least one entry');
+      if (msg.size > MAX_CHECKPOINT_BYTES) throw new ProtocolError('EINVAL', 'oversized', `CHECKPOINT_FILE of ${msg.size} bytes, limit ${MAX_CHECKPOINT_BYTES}`);
+      if (msg.size < msg.count * MIN_CHECKPOINT_ENTRY_SIZE) throw new ProtocolError('EINVAL', 'invalid value', `${msg.count} entries do not fit ${msg.size} bytes`);
+      w.u32(msg.size, 'size');
       return;
     case 'state_end':
       w.u32(msg.checkpointCount, 'checkpointCount');
@@ -503,6 +573,13 @@ const READERS: Record<MessageName, PayloadReader> = {
   },
   journal_file(r) {
     return { type: 'journal_file', count: r.outOfBandCount('entries', MAX_JOURNAL_FILE_ENTRIES) };
+  },
+  checkpoint_file(r) {
+    const count = r.outOfBandCount('entries', MAX_CHECKPOINT_FILE_ENTRIES);
+    const size = r.u32('size');
+    if (size > MAX_CHECKPOINT_BYTES) fail('oversized', `size ${size}, limit ${MAX_CHECKPOINT_BYTES}`);
+    if (size < count * MIN_CHECKPOINT_ENTRY_SIZE) fail('invalid value', `${count} entries do not fit ${size} bytes`);
+    return { type: 'checkpoint_file', count, size };
   },
   state_end(r) {
     const checkpointCount = r.u32('checkpointCount');

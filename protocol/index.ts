@@ -3,7 +3,7 @@ export * from './limits.ts';
 export * from './errors.ts';
 export * from './messages.ts';
 export * from './names.ts';
-export { decodeMessage, describeMessage, encodeJournalClose, encodeJournalOpen, encodeJournalOpenWire, encodeMessage, isJournalOpenFrame, readHeader } from './codec.ts';
+export { checkpointEntrySize, decodeCheckpointFile, decodeMessage, describeMessage, encodeCheckpointFile, encodeJournalClose, encodeJournalOpen, encodeJournalOpenWire, encodeMessage, isJournalOpenFrame, readHeader } from './codec.ts';
 export { invalidEntryIndex, JournalEntries, JournalStore } from './journal.ts';
 export type { DecodeOptions, DecodeResult, FrameHeader } from './codec.ts';
 export * from './sequences.ts';

@@ -49,6 +49,19 @@ export const MAX_JOURNAL_CHUNK = Math.floor((MAX_PAYLOAD - 4) / JOURNAL_ENTRY_SI
  * this many ids per session.
  */
 export const MAX_JOURNAL_FILE_ENTRIES = 4 * 1024 * 1024;
+/**
+ * Bytes one checkpoint entry takes besides its key and value, as a CHECKPOINT_ENTRY payload
+ * and in a CHECKPOINT_FILE: the u16 key length and the u32 value length.
+ */
+export const CHECKPOINT_ENTRY_OVERHEAD = 6;
+/**
+ * Most checkpoint bytes a session holds, counted as in a CHECKPOINT_FILE (key, value and
+ * CHECKPOINT_ENTRY_OVERHEAD per entry); also the largest CHECKPOINT_FILE. A receiver may
+ * allocate this much, so it is bounded like every other length.
+ */
+export const MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024;
+/** Most entries in one CHECKPOINT_FILE: an entry takes at least 7 bytes (a 1-byte key, an empty value). */
+export const MAX_CHECKPOINT_FILE_ENTRIES = Math.floor(MAX_CHECKPOINT_BYTES / (CHECKPOINT_ENTRY_OVERHEAD + 1));
 /** Most ids in one ADOPT message: (MAX_PAYLOAD - 1 - 4) / 4. */
 export const MAX_ADOPT_CHUNK = Math.floor((MAX_PAYLOAD - 5) / 4);
 /** Backing ids are positive int32 values (the ioctl returns an int; 0 is never allocated). */

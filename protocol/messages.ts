@@ -53,6 +53,12 @@ export interface JournalEntriesMessage { type: 'journal_entries'; entries: Journ
  * journal longer than one of them holds.
  */
 export interface JournalFileMessage { type: 'journal_file'; count: number }
+/**
+ * Carries 1 fd: a sealed memfd of `size` bytes holding `count` checkpoint entries, each laid
+ * out as a CHECKPOINT_ENTRY payload (key, then value), back to back. Sent instead of
+ * CHECKPOINT_ENTRY frames for a checkpoint of many keys.
+ */
+export interface CheckpointFileMessage { type: 'checkpoint_file'; count: number; size: number }
 export interface StateEndMessage { type: 'state_end'; initParams: boolean; checkpointCount: number; journalCount: number }
 /** Carries 1 fd: a /dev/fuse fd the daemon mounted itself. */
 export interface StoreMessage { type: 'store'; name: string; mount: MountSpec }
@@ -87,6 +93,7 @@ export type ControlMessage =
   | CheckpointEntryMessage
   | JournalEntriesMessage
   | JournalFileMessage
+  | CheckpointFileMessage
   | StateEndMessage
   | StoreMessage
   | StoredMessage
@@ -171,6 +178,7 @@ export const MESSAGE_TYPES: readonly MessageTypeInfo[] = Object.freeze([
   row(0x49, 'adopted', 'reply'),
   row(0x4a, 'status_reply', 'reply'),
   row(0x4b, 'journal_file', 'reply', 1),
+  row(0x4c, 'checkpoint_file', 'reply', 1),
 
   row(0x60, 'drain_request', 'notify'),
 ]);

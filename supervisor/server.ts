@@ -39,7 +39,12 @@ import {
   decodeMessage,
   encodeMessage,
   encodeAcquireSequence,
+  encodeCheckpointFile,
+  acquireAttachment,
+  checkpointEntrySize,
+  checkpointGoesInFile,
   journalGoesInFile,
+  MAX_CHECKPOINT_BYTES,
   errorMessage,
   describeMessage,
   messageTypeByCode,
@@ -121,8 +126,7 @@ class Refusal extends Error {
 
 /** Frames a peer may leave unread before it is disconnected. */
 const MAX_QUEUED_FRAMES = 4096;
-/** Per-session limits (ENOSPC beyond them). */
-const MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024;
+/** Sessions one supervisor holds (ENOSPC beyond). A session's checkpoint is limited to MAX_CHECKPOINT_BYTES. */
 const MAX_SESSIONS = 4096;
 /**
  * SO_SNDBUF asked for on each connection (the kernel doubles it: 1 MiB). A resumed ACQUIRE
@@ -477,7 +481,7 @@ export class Supervisor {
     s.handovers = p.handovers;
     s.init = p.init;
     s.checkpoint = new Map(p.checkpoint);
-    for (const [k, v] of s.checkpoint) s.checkpointBytes += v.length + Buffer.byteLength(k);
+    for (const [k, v] of s.checkpoint) s.checkpointBytes += checkpointEntrySize(k, v);
     s.journal = BackingJournal.from(p.journal, p.highestReported);
     s.lastRecovery = p.lastRecovery;
     s.createdAt = p.createdAt;
@@ -619,9 +623,10 @@ export class Supervisor {
   /**
    * Sends a frame, or queues it while the socket is full. A peer that leaves more than
    * MAX_QUEUED_FRAMES unread is disconnected, except for an ACQUIRE state sequence
-   * (`sequence`): that is one frame per checkpoint key, bounded by the session's own state
-   * (MAX_CHECKPOINT_BYTES), and a new owner reads it only after the supervisor has queued it
-   * all (a checkpoint of 6000 keys was refused this way in the crash-loop harness).
+   * (`sequence`): in frames (no memfd could be made) that is one frame per checkpoint key,
+   * bounded by the session's own state (MAX_CHECKPOINT_BYTES), and a new owner reads it only
+   * after the supervisor has queued it all (a checkpoint of 6000 keys was refused this way in
+   * the crash-loop harness).
    */
   #send(conn: Conn, data: Buffer, fd?: number, sequence = false): void {
     if (conn.closed) return;
@@ -805,7 +810,7 @@ export class Supervisor {
         return;
       case 'checkpoint_put': {
         const old = s.checkpoint.get(msg.key);
-        const delta = msg.value.length + (old ? -old.length : Buffer.byteLength(msg.key));
+        const delta = checkpointEntrySize(msg.key, msg.value) - (old ? checkpointEntrySize(msg.key, old) : 0);
         if (s.checkpointBytes + delta > MAX_CHECKPOINT_BYTES) {
           if (msg.ack) this.#reply(conn, requestId, errorMessage('ENOSPC', `checkpoint of ${s.name} would exceed ${MAX_CHECKPOINT_BYTES} bytes`));
           else this.#protocolError(conn, new ProtocolError('EPROTO', 'oversized', `checkpoint of ${s.name} is full`));
@@ -820,7 +825,7 @@ export class Supervisor {
         const old = s.checkpoint.get(msg.key);
         if (old) {
           s.checkpoint.delete(msg.key);
-          s.checkpointBytes -= old.length + Buffer.byteLength(msg.key);
+          s.checkpointBytes -= checkpointEntrySize(msg.key, old);
         }
         if (msg.ack) this.#reply(conn, requestId, { type: 'ok' });
         return;
@@ -1083,26 +1088,35 @@ export class Supervisor {
   }
 
   /**
-   * A resumed ACQUIRE reply. A journal longer than one frame goes in a sealed memfd
-   * (JOURNAL_FILE): one fd instead of a frame per 3275 entries, which the peer would have to
-   * read in as many wake-ups. Without a memfd (EMFILE, ENOMEM) it goes in frames.
+   * A resumed ACQUIRE reply. A journal longer than one frame and a checkpoint of many keys go
+   * in sealed memfds (JOURNAL_FILE, CHECKPOINT_FILE): one fd each instead of a frame per 3275
+   * entries or per key, which the peer would have to receive and decode one by one, and which
+   * this process would hold queued meanwhile. Without a memfd (EMFILE, ENOMEM) they go in
+   * frames.
    */
-  #sendResumed(conn: Conn, requestId: number, s: LiveSession, strategy: CleanupStrategy): 'file' | 'frames' {
+  #sendResumed(conn: Conn, requestId: number, s: LiveSession, strategy: CleanupStrategy): { checkpoint: 'file' | 'frames'; journal: 'file' | 'frames' } {
     const state = { acquired: { type: 'acquired' as const, generation: s.generation, resumed: true, strategy }, initParams: s.init, checkpoint: s.checkpoint, journal: s.journal.current() };
-    let file = -1;
-    if (journalGoesInFile(state.journal.length)) {
+    const sealed = (what: 'checkpoint' | 'journal', contents: () => Buffer): number => {
       try {
-        file = createSealedFile(`fusekeeper-journal-${s.name}`, state.journal.bytes);
+        return createSealedFile(`fusekeeper-${what}-${s.name}`, contents());
       } catch (err) {
-        this.#log.warn({ event: 'journal.file_failed', session: s.name, err: (err as Error).message }, `journal of ${s.name} goes in frames: ${(err as Error).message}`);
+        this.#log.warn({ event: `${what}.file_failed`, session: s.name, err: (err as Error).message }, `${what} of ${s.name} goes in frames: ${(err as Error).message}`);
+        return -1;
       }
-    }
+    };
+    const checkpointFile = checkpointGoesInFile(state.checkpoint.size) ? sealed('checkpoint', () => encodeCheckpointFile(state.checkpoint)) : -1;
+    const journalFile = journalGoesInFile(state.journal.length) ? sealed('journal', () => state.journal.bytes) : -1;
     try {
-      const frames = encodeAcquireSequence(requestId, state, { journalFile: file >= 0 });
-      frames.forEach((f, i) => this.#send(conn, f, i === 0 ? s.fd : file >= 0 && i === frames.length - 2 ? file : undefined, true));
-      return file >= 0 ? 'file' : 'frames';
+      const frames = encodeAcquireSequence(requestId, state, { checkpointFile: checkpointFile >= 0, journalFile: journalFile >= 0 });
+      const fds = { 'fuse-device': s.fd, 'checkpoint-file': checkpointFile, 'journal-file': journalFile };
+      for (const f of frames) {
+        const attach = acquireAttachment(f);
+        this.#send(conn, f, attach === null ? undefined : fds[attach], true);
+      }
+      return { checkpoint: checkpointFile >= 0 ? 'file' : 'frames', journal: journalFile >= 0 ? 'file' : 'frames' };
     } finally {
-      if (file >= 0) closeFd(file);
+      if (checkpointFile >= 0) closeFd(checkpointFile);
+      if (journalFile >= 0) closeFd(journalFile);
     }
   }
 
@@ -1158,7 +1172,7 @@ export class Supervisor {
       this.#setOwner(s, conn);
       conn.acquiring = false;
       lap('newOwner');
-      const journalIn = this.#sendResumed(conn, requestId, s, cleanup.strategy);
+      const sentAs = this.#sendResumed(conn, requestId, s, cleanup.strategy);
       lap('send');
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
@@ -1168,7 +1182,7 @@ export class Supervisor {
       this.#metrics.backingIds('probed', cleanup.probed);
       if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
       this.#log.info(
-        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, journalIn, checkpointKeys: s.checkpoint.size, stepsUs },
+        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, stepsUs },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
       );
     } catch (err) {

@@ -8,7 +8,7 @@
 // ended by RELEASE, never taken over, and its SDK clients send no heartbeats.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -267,7 +267,7 @@ test('a journal longer than one frame is handed over in one sealed memfd (JOURNA
   await first.kill('SIGKILL');
   const s = hold(await standby);
   const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'bigjournal');
-  assert.equal(recovered.journalIn, 'file');
+  assert.deepEqual(recovered.sentAs, { checkpoint: 'frames', journal: 'file' });
   assert.equal(s.journal.length, count);
   assert.deepEqual(s.journal.map((e) => e.id), r1.ids, 'every journaled id, in the order reported');
   assert.deepEqual({ dev: s.journal.dev(count - 1).toString(), ino: s.journal.ino(count - 1).toString() }, inode(files[count - 1]!));
@@ -281,25 +281,65 @@ test('a journal longer than one frame is handed over in one sealed memfd (JOURNA
   client.close();
 });
 
-test('a checkpoint of 20000 keys (one frame each, more than a connection may leave unread) is handed over whole', async () => {
-  const count = 20_000;
-  const { mountpoint } = sessionDir(sup.dir, 'bigcheckpoint');
+/**
+ * Hands session `name` with a checkpoint of `count` keys from a killed owner to a standby in
+ * this process; `beforeKill` runs once the standby waits. Returns the new session and the
+ * supervisor's session.recovered event.
+ */
+async function handOverCheckpoint(name: string, count: number, beforeKill: () => void = () => {}) {
+  const { mountpoint } = sessionDir(sup.dir, name);
   const spec = mountSpec(mountpoint);
-  const first = owner({ name: 'bigcheckpoint', mount: spec, checkpointCount: count, then: 'sleep' });
+  const first = owner({ name, mount: spec, checkpointCount: count, then: 'sleep' });
   await first.report;
-  await waitUntil(async () => (await sessionStatus('bigcheckpoint'))?.checkpointKeys === count, 'every key to reach the supervisor', 60_000, 20);
+  await waitUntil(async () => (await sessionStatus(name))?.checkpointKeys === count, 'every key to reach the supervisor', 60_000, 20);
   const client = await daemonClient();
-  const standby = client.acquire('bigcheckpoint', spec, { standby: true });
-  await waitUntil(async () => (await sessionStatus('bigcheckpoint'))?.standbys === 1, 'the standby to wait');
+  const standby = client.acquire(name, spec, { standby: true });
+  await waitUntil(async () => (await sessionStatus(name))?.standbys === 1, 'the standby to wait');
+  beforeKill();
   await first.kill('SIGKILL');
   const s = hold(await standby);
+  const recovered = await sup.waitEvent('session.recovered', (e) => e.session === name);
   assert.equal(s.generation, 2);
   assert.equal(s.checkpoint.size, count);
   assert.equal(s.checkpoint.get(`k${count - 1}`)?.toString(), `v${count - 1}`);
-  assert.equal((await sessionStatus('bigcheckpoint'))?.owner?.pid, process.pid, 'the new owner was not disconnected');
-  await release('bigcheckpoint', mountpoint);
-  dropFd(s.fd);
-  client.close();
+  assert.equal((await sessionStatus(name))?.owner?.pid, process.pid, 'the new owner was not disconnected');
+  return {
+    s,
+    recovered,
+    async done() {
+      await release(name, mountpoint);
+      dropFd(s.fd);
+      client.close();
+    },
+  };
+}
+
+test('a checkpoint of 20000 keys is handed over in one sealed memfd (CHECKPOINT_FILE); neither side keeps it open', async () => {
+  const { recovered, done } = await handOverCheckpoint('bigcheckpoint', 20_000);
+  assert.deepEqual(recovered.sentAs, { checkpoint: 'file', journal: 'frames' });
+  const memfds = (fds: Map<number, string>) => [...fds.values()].filter((t) => t.startsWith('/memfd:'));
+  assert.deepEqual(memfds(fdSnapshot()), [], 'the SDK closed the memfd after reading it');
+  assert.deepEqual(memfds(sup.fds()), [], 'the supervisor closed its memfd after sending it');
+  await done();
+});
+
+// Without a memfd the checkpoint goes in frames, one per key: more than a connection may leave
+// unread (MAX_QUEUED_FRAMES), which must not get the new owner disconnected. The memfd is made
+// to fail by the file size limit (RLIMIT_FSIZE applies to memfds; Node ignores SIGXFSZ, so the
+// write fails with EFBIG).
+test('a supervisor that cannot fill a memfd (EFBIG) hands a checkpoint of 20000 keys over in frames, more than a connection may leave unread', async () => {
+  const limit = (which: string) => execFileSync('prlimit', ['--pid', String(sup.pid), '--fsize', '--raw', '--noheadings', '--output', which], { encoding: 'utf8' }).trim();
+  const [soft, hard] = [limit('SOFT'), limit('HARD')];
+  const restore = () => execFileSync('prlimit', ['--pid', String(sup.pid), `--fsize=${soft}:${hard}`]);
+  try {
+    const { recovered, done } = await handOverCheckpoint('nomemfd', 20_000, () => execFileSync('prlimit', ['--pid', String(sup.pid), `--fsize=4096:${hard}`]));
+    assert.deepEqual(recovered.sentAs, { checkpoint: 'frames', journal: 'frames' });
+    const failed = await sup.waitEvent('checkpoint.file_failed', (e) => e.session === 'nomemfd');
+    assert.match(String(failed.err), /EFBIG/);
+    await done();
+  } finally {
+    restore();
+  }
 });
 
 test('a killed owner is orphaned when its threads exit, before its fds close: the kernel reports the exits, no EOF is waited for', async () => {

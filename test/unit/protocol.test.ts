@@ -4,11 +4,19 @@ import { constants } from 'node:os';
 import { mulberry32 } from './fixtures/prng.ts';
 import {
   AcquireCollector,
+  MAX_CHECKPOINT_FRAMES,
   JournalEntries,
+  acquireAttachment,
+  checkpointEntrySize,
+  checkpointGoesInFile,
+  decodeCheckpointFile,
+  encodeCheckpointFile,
   journalGoesInFile,
   ERRNO,
   HEADER_SIZE,
   MAX_ADOPT_CHUNK,
+  MAX_CHECKPOINT_BYTES,
+  MAX_CHECKPOINT_FILE_ENTRIES,
   MAX_CHECKPOINT_VALUE,
   MAX_JOURNAL_CHUNK,
   MAX_JOURNAL_FILE_ENTRIES,
@@ -70,7 +78,7 @@ const CODE = {
   hello: 0x01, acquire: 0x02, store: 0x03, adopt: 0x04, release: 0x05, status: 0x06, drain: 0x07,
   init_save: 0x20, journal_open: 0x21, journal_close: 0x22, checkpoint_put: 0x23, checkpoint_delete: 0x24, heartbeat: 0x25, drained: 0x26,
   ok: 0x40, error: 0x41, hello_ok: 0x42, acquired: 0x43, init_params: 0x44, checkpoint_entry: 0x45, journal_entries: 0x46,
-  state_end: 0x47, stored: 0x48, adopted: 0x49, status_reply: 0x4a, journal_file: 0x4b, drain_request: 0x60,
+  state_end: 0x47, stored: 0x48, adopted: 0x49, status_reply: 0x4a, journal_file: 0x4b, checkpoint_file: 0x4c, drain_request: 0x60,
 } as const satisfies Record<MessageName, number>;
 
 function mountPayload(m: MountSpec): Buffer {
@@ -111,6 +119,8 @@ const SAMPLES: Sample[] = [
   { msg: { type: 'journal_entries', entries: [] }, requestId: 2, fds: 0 },
   { msg: { type: 'journal_file', count: 1 }, requestId: 2, fds: 1 },
   { msg: { type: 'journal_file', count: MAX_JOURNAL_FILE_ENTRIES }, requestId: 2, fds: 1 },
+  { msg: { type: 'checkpoint_file', count: 1, size: 7 }, requestId: 2, fds: 1 },
+  { msg: { type: 'checkpoint_file', count: MAX_CHECKPOINT_FILE_ENTRIES, size: MAX_CHECKPOINT_BYTES }, requestId: 2, fds: 1 },
   { msg: { type: 'state_end', initParams: true, checkpointCount: 1, journalCount: 2 }, requestId: 2, fds: 0 },
   { msg: { type: 'store', name: 'self.mounted@host:1', mount: MOUNT }, requestId: 3, fds: 1 },
   { msg: { type: 'stored', generation: 1 }, requestId: 3, fds: 0 },
@@ -185,7 +195,7 @@ test('MESSAGE_TYPES: unique codes and names, consistent rows, codes as documente
   }
   assert.equal(messageTypeByCode(0), undefined);
   assert.deepEqual([...names].sort(), Object.keys(CODE).sort());
-  assert.deepEqual(MESSAGE_TYPES.filter((t) => t.fds === 1).map((t) => t.name).sort(), ['acquired', 'journal_file', 'store']);
+  assert.deepEqual(MESSAGE_TYPES.filter((t) => t.fds === 1).map((t) => t.name).sort(), ['acquired', 'checkpoint_file', 'journal_file', 'store']);
   assert.equal(PROTOCOL_VERSION, 1);
   assert.equal(MAX_MESSAGE, 65536);
 });
@@ -346,7 +356,7 @@ test('header rejections: magic, version, flags, reserved, length, type, size', (
   expectReject(decodeMessage(patch(15, 1), 0), 'length mismatch');
   expectReject(decodeMessage(Buffer.concat([good, Buffer.from([0])]), 0), 'length mismatch');
   expectReject(decodeMessage(withPayloadLength(Buffer.concat([good, Buffer.from([0])])), 0), 'trailing bytes');
-  for (const t of [0x00, 0x08, 0x1f, 0x27, 0x4c, 0x61, 0x7f, 0xff]) expectReject(decodeMessage(patch(3, t), 0), 'unknown type', `type ${t}`);
+  for (const t of [0x00, 0x08, 0x1f, 0x27, 0x4d, 0x61, 0x7f, 0xff]) expectReject(decodeMessage(patch(3, t), 0), 'unknown type', `type ${t}`);
   expectReject(decodeMessage(Buffer.alloc(0), 0), 'truncated header');
   expectReject(decodeMessage(withPayloadLength(Buffer.concat([good, Buffer.alloc(MAX_MESSAGE)])), 0), 'oversized');
   // Errors after a readable header carry its requestId and type so the receiver can answer.
@@ -443,6 +453,14 @@ test('oversized counts are rejected before anything is allocated', () => {
   expectReject(decodeMessage(frame(CODE.journal_file, 1, u32(1)), 0), 'wrong fd count');
   throwsEinval(() => encodeMessage({ type: 'journal_file', count: MAX_JOURNAL_FILE_ENTRIES + 1 }, 1), 'oversized');
   throwsEinval(() => encodeMessage({ type: 'journal_file', count: 0 }, 1), 'invalid value');
+  expectReject(decodeMessage(frame(CODE.checkpoint_file, 1, cat(u32(MAX_CHECKPOINT_FILE_ENTRIES + 1), u32(MAX_CHECKPOINT_BYTES))), 1), 'oversized');
+  expectReject(decodeMessage(frame(CODE.checkpoint_file, 1, cat(u32(1), u32(MAX_CHECKPOINT_BYTES + 1))), 1), 'oversized');
+  expectReject(decodeMessage(frame(CODE.checkpoint_file, 1, cat(u32(0), u32(7))), 1), 'invalid value');
+  expectReject(decodeMessage(frame(CODE.checkpoint_file, 1, cat(u32(2), u32(13))), 1), 'invalid value');
+  expectReject(decodeMessage(frame(CODE.checkpoint_file, 1, cat(u32(1), u32(7))), 0), 'wrong fd count');
+  throwsEinval(() => encodeMessage({ type: 'checkpoint_file', count: 0, size: 7 }, 1), 'invalid value');
+  throwsEinval(() => encodeMessage({ type: 'checkpoint_file', count: 2, size: 13 }, 1), 'invalid value');
+  throwsEinval(() => encodeMessage({ type: 'checkpoint_file', count: 1, size: MAX_CHECKPOINT_BYTES + 1 }, 1), 'oversized');
   expectReject(decodeMessage(frame(CODE.init_save, 0, u32(0x7fffffff)), 0), 'oversized');
   expectReject(decodeMessage(frame(CODE.hello, 1, cat(u16(1), u16(1), u8(1), u16(0xffff), Buffer.from('abc'))), 0), 'oversized');
   expectReject(decodeMessage(frame(CODE.hello, 1, cat(u16(1), u16(1), u8(1), u16(200), Buffer.from('abc'))), 0), 'truncated payload');
@@ -622,6 +640,88 @@ test('ACQUIRE sequence with the journal in a JOURNAL_FILE: counted, exclusive, c
   const fresh = run([{ type: 'acquired', generation: 1, resumed: false, strategy: 'journal' }, msgs[2]!], () => journal);
   assert.ok(fresh && fresh.done && 'error' in fresh);
   throwsEinval(() => encodeAcquireSequence(1, { ...state, journal: [] }, { journalFile: true }), 'bad sequence');
+});
+
+test('CHECKPOINT_FILE contents: entries laid out as CHECKPOINT_ENTRY payloads, checked like them', () => {
+  const checkpoint = new Map<string, Buffer>([['nodes/1', Buffer.from('one')], ['ü', Buffer.alloc(0)], ['k'.repeat(MAX_KEY_BYTES), Buffer.alloc(MAX_CHECKPOINT_VALUE, 9)]]);
+  const file = encodeCheckpointFile(checkpoint);
+  // Written out independently: u16 key length, key, u32 value length, value.
+  const expected = cat(...[...checkpoint].map(([k, v]) => cat(str(k), bytes(v))));
+  assert.deepEqual(file, expected);
+  assert.equal(file.length, [...checkpoint].reduce((n, [k, v]) => n + checkpointEntrySize(k, v), 0));
+  assert.deepEqual(decodeCheckpointFile(file, checkpoint.size), checkpoint);
+  // Each entry is the payload of the CHECKPOINT_ENTRY that would carry it.
+  const first = encodeMessage({ type: 'checkpoint_entry', key: 'nodes/1', value: Buffer.from('one') }, 1);
+  assert.deepEqual(file.subarray(0, first.length - HEADER_SIZE), first.subarray(HEADER_SIZE));
+
+  const rejects = (buf: Buffer, count: number, reason: ProtocolErrorReason) =>
+    assert.throws(() => decodeCheckpointFile(buf, count), (e: unknown) => e instanceof ProtocolError && e.code === 'EPROTO' && e.reason === reason, reason);
+  rejects(file, checkpoint.size + 1, 'truncated payload');
+  rejects(file, checkpoint.size - 1, 'trailing bytes');
+  rejects(file.subarray(0, file.length - 1), checkpoint.size, 'truncated payload');
+  rejects(cat(str('a'), bytes(Buffer.from('1')), str('a'), bytes(Buffer.from('2'))), 2, 'invalid value');
+  rejects(cat(str(''), bytes(Buffer.alloc(0))), 1, 'invalid key');
+  rejects(cat(str(Buffer.from([0x61, 0])), bytes(Buffer.alloc(0))), 1, 'invalid string');
+  rejects(cat(str('k'.repeat(MAX_KEY_BYTES + 1)), bytes(Buffer.alloc(0))), 1, 'invalid key');
+  rejects(cat(str('a'), u32(MAX_CHECKPOINT_VALUE + 1)), 1, 'oversized');
+  rejects(cat(str('a'), u32(0xffffffff)), 1, 'oversized');
+
+  throwsEinval(() => encodeCheckpointFile(new Map()), 'invalid value');
+  throwsEinval(() => encodeCheckpointFile(new Map([['', Buffer.alloc(0)]])), 'invalid key');
+  throwsEinval(() => encodeCheckpointFile(new Map([['a', Buffer.alloc(MAX_CHECKPOINT_VALUE + 1)]])), 'oversized');
+});
+
+test('ACQUIRE sequence with the checkpoint in a CHECKPOINT_FILE: counted, exclusive, before the journal, checked against its contents', () => {
+  const checkpoint = new Map<string, Buffer>();
+  for (let i = 0; i <= MAX_CHECKPOINT_FRAMES; i++) checkpoint.set(`node/${i}`, Buffer.from(`value ${i}`));
+  assert.ok(checkpointGoesInFile(checkpoint.size) && !checkpointGoesInFile(MAX_CHECKPOINT_FRAMES));
+  const journal = JournalEntries.from(Array.from({ length: MAX_JOURNAL_CHUNK + 1 }, (_, i): JournalEntry => ({ id: i + 1, dev: 7n, ino: BigInt(i) })));
+  const state = { acquired: { type: 'acquired' as const, generation: 3, resumed: true, strategy: 'journal' as const }, initParams: Buffer.alloc(8), checkpoint, journal };
+  const frames = encodeAcquireSequence(9, state, { checkpointFile: true, journalFile: true });
+  assert.deepEqual(frames.map(acquireAttachment), ['fuse-device', null, 'checkpoint-file', 'journal-file', null]);
+  const msgs = frames.map((f) => expectOk(decodeMessage(f, acquireAttachment(f) === null ? 0 : 1, { from: 'supervisor' })).message);
+  const size = encodeCheckpointFile(checkpoint).length;
+  assert.deepEqual(msgs[2], { type: 'checkpoint_file', count: checkpoint.size, size });
+  assert.deepEqual(msgs[4], { type: 'state_end', initParams: true, checkpointCount: checkpoint.size, journalCount: journal.length });
+  const contents = (m: ControlMessage) => (m.type === 'checkpoint_file' ? decodeCheckpointFile(encodeCheckpointFile(checkpoint), checkpoint.size) : m.type === 'journal_file' ? journal : undefined);
+  const run = (list: ControlMessage[], file: (m: ControlMessage) => JournalEntries | Map<string, Buffer> | Error | undefined) => {
+    const c = new AcquireCollector();
+    let p;
+    for (const m of list) { p = c.push(m, file(m)); if (p.done) break; }
+    return p;
+  };
+  const ok = run(msgs, contents);
+  assert.ok(ok && ok.done && 'state' in ok);
+  assert.deepEqual(ok.state.checkpoint, checkpoint);
+  assert.deepEqual(ok.state.journal.bytes, journal.bytes);
+  // Checkpoint in a file, journal in frames.
+  const mixed = encodeAcquireSequence(9, { ...state, journal: [{ id: 1, dev: 1n, ino: 1n }] }, { checkpointFile: true });
+  assert.deepEqual(mixed.map(acquireAttachment), ['fuse-device', null, 'checkpoint-file', null, null]);
+  const mixedMsgs = mixed.map((f) => expectOk(decodeMessage(f, acquireAttachment(f) === null ? 0 : 1, { from: 'supervisor' })).message);
+  const mixedOk = run(mixedMsgs, contents);
+  assert.ok(mixedOk && mixedOk.done && 'state' in mixedOk);
+
+  const entry = expectOk(decodeMessage(encodeMessage({ type: 'checkpoint_entry', key: 'x', value: Buffer.alloc(1) }, 9), 0)).message;
+  const fewer = new Map([...checkpoint].slice(1));
+  for (const [what, list, file] of [
+    ['no contents given', msgs, (m: ControlMessage) => (m.type === 'checkpoint_file' ? undefined : contents(m))],
+    ['unreadable file', msgs, (m: ControlMessage) => (m.type === 'checkpoint_file' ? new Error('not sealed') : contents(m))],
+    ['journal entries as its contents', msgs, (m: ControlMessage) => (m.type === 'checkpoint_file' ? journal : contents(m))],
+    ['checkpoint as the journal file contents', msgs, (m: ControlMessage) => (m.type === 'journal_file' ? checkpoint : contents(m))],
+    ['count differs from the file', msgs, (m: ControlMessage) => (m.type === 'checkpoint_file' ? fewer : contents(m))],
+    ['entries after the file', [msgs[0]!, msgs[2]!, entry, msgs[3]!, msgs[4]!], contents],
+    ['a file after entries', [msgs[0]!, entry, msgs[2]!, msgs[3]!, msgs[4]!], contents],
+    ['two files', [msgs[0]!, msgs[2]!, msgs[2]!, msgs[3]!, msgs[4]!], contents],
+    ['after the journal', [msgs[0]!, msgs[3]!, msgs[2]!, msgs[4]!], contents],
+    ['before INIT_PARAMS', [msgs[0]!, msgs[2]!, msgs[1]!, msgs[3]!, msgs[4]!], contents],
+  ] as const) {
+    const p = run([...list], file);
+    assert.ok(p && p.done && 'error' in p, what);
+    assert.equal(p.error.reason, 'bad sequence', what);
+  }
+  const fresh = run([{ type: 'acquired', generation: 1, resumed: false, strategy: 'journal' }, msgs[2]!], contents);
+  assert.ok(fresh && fresh.done && 'error' in fresh);
+  throwsEinval(() => encodeAcquireSequence(1, { ...state, checkpoint: new Map() }, { checkpointFile: true }), 'bad sequence');
 });
 
 // ---------------------------------------------------------------------------------------------

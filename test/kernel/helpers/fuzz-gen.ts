@@ -18,6 +18,9 @@ import {
   MAX_INIT_PARAMS,
   MAX_JOURNAL_CHUNK,
   MAX_JOURNAL_FILE_ENTRIES,
+  MAX_CHECKPOINT_BYTES,
+  MAX_CHECKPOINT_FILE_ENTRIES,
+  CHECKPOINT_ENTRY_OVERHEAD,
   MAX_KEY_BYTES,
   MAX_LABEL_BYTES,
   MAX_MESSAGE,
@@ -306,6 +309,10 @@ export function genMessage(r: Rng, type: MessageName, ctx: GenContext): ControlM
     }
     case 'journal_file':
       return { type, count: r.chance(0.9) ? r.range(1, 8) : r.range(1, MAX_JOURNAL_FILE_ENTRIES) };
+    case 'checkpoint_file': {
+      const count = r.chance(0.9) ? r.range(1, 8) : r.range(1, MAX_CHECKPOINT_FILE_ENTRIES);
+      return { type, count, size: r.range(count * (CHECKPOINT_ENTRY_OVERHEAD + 1), MAX_CHECKPOINT_BYTES) };
+    }
     case 'state_end':
       return { type, checkpointCount: r.range(0, 10), journalCount: r.range(0, 10), initParams: r.chance(0.5) };
     case 'stored':

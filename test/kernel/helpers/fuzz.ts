@@ -58,6 +58,7 @@ import {
   type MessageName,
   type MountSpec,
 } from '../../../protocol/index.ts';
+import { readStateFile } from '../../../client/supervisor.ts';
 import {
   encodeProper,
   garbageFrame,
@@ -332,8 +333,7 @@ class Step {
     const e = this.expect;
     if (e.kind === 'acquire' && this.collector) {
       if (msg.type === 'acquired' && fds.length === 1 && this.acquiredFd < 0) this.acquiredFd = fds.shift()!;
-      closeAll(fds);
-      const p = this.collector.push(msg);
+      const p = this.collector.push(msg, readStateFile(msg, fds));
       if (!p.done) return false;
       if ('state' in p) {
         this.acquireState = p.state;
@@ -692,9 +692,10 @@ interface SessionRec {
   ownerConn: FuzzConn | null;
 }
 
+/** As docs/protocol.md section 11 counts a session's checkpoint: key + value + 6 per entry. */
 function checkpointBytes(s: SessionRec): number {
   let n = 0;
-  for (const [k, v] of s.checkpoint) n += v.length + Buffer.byteLength(k);
+  for (const [k, v] of s.checkpoint) n += 6 + v.length + Buffer.byteLength(k);
   return n;
 }
 
