@@ -326,9 +326,40 @@ interface CrashRecord {
   /** Crash -> the next owner printed mirrorfs.ready (serving), ms. */
   servingMs: number;
   supervisorUs: number;
+  /** The supervisor's recovery steps (session.recovered stepsUs). */
+  stepsUs: Record<string, number>;
+  /** Checkpoint keys handed over, and how the checkpoint travelled (frames or a memfd). */
+  checkpointKeys: number;
+  checkpointSentAs: string;
+  /** The new owner's own account (mirrorfs.resumed resumeUs): ACQUIRE answered -> each step, ms. */
+  resumeMs: Record<string, number>;
   probed: number;
   fenced: boolean;
   diedBeforeReady: boolean;
+}
+
+/** The resumeUs of the last mirrorfs.resumed line in a daemon's output, in ms. */
+function resumeSteps(output: string): Record<string, number> {
+  const at = output.lastIndexOf('{"event":"mirrorfs.resumed"');
+  if (at < 0) return {};
+  try {
+    const end = output.indexOf('\n', at);
+    const e = JSON.parse(output.slice(at, end < 0 ? undefined : end)) as { resumeUs: Record<string, number> };
+    return Object.fromEntries(Object.entries(e.resumeUs).map(([k, v]) => [k, v / 1000]));
+  } catch {
+    return {};
+  }
+}
+
+/** n/min/median/p99/max, rounded to 0.01. */
+function stats(xs: number[]): Record<string, number> {
+  return Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : Math.round(v * 100) / 100]));
+}
+
+/** stats() of each step over the records that have it. */
+function stepStats(records: Record<string, number>[]): Record<string, Record<string, number>> {
+  const keys = [...new Set(records.flatMap((r) => Object.keys(r)))];
+  return Object.fromEntries(keys.map((k) => [k, stats(records.filter((r) => k in r).map((r) => r[k]!))]));
 }
 
 async function main(): Promise<void> {
@@ -511,6 +542,10 @@ async function main(): Promise<void> {
         recoveredMs: (recovered.time as number) - atWall,
         servingMs: readyOrDead ? Date.now() - atWall : NaN,
         supervisorUs: recovered.durationUs as number,
+        stepsUs: (recovered.stepsUs ?? {}) as Record<string, number>,
+        checkpointKeys: recovered.checkpointKeys as number,
+        checkpointSentAs: (recovered.sentAs as { checkpoint?: string } | undefined)?.checkpoint ?? 'unknown',
+        resumeMs: readyOrDead ? resumeSteps(next.stderr()) : {},
         probed: cleanup.probed,
         fenced: recovered.fenced === true,
         diedBeforeReady,
@@ -560,7 +595,6 @@ async function main(): Promise<void> {
     const perCrash = blackoutsToResume(records, crashes.map((c) => c.at));
     const perWindow = blackouts(records, crashes.map((c) => c.at), crashEnd);
     const ms = (ns: number): number => Math.round(ns / 1e4) / 100;
-    const stats = (xs: number[]): Record<string, number> => Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : Math.round(v * 100) / 100]));
     const longest = records.reduce((a, r) => (anyLatency(r) > anyLatency(a) ? r : a), records[0]!);
     const kindsCount: Record<string, number> = {};
     for (const c of crashes) kindsCount[c.kind] = (kindsCount[c.kind] ?? 0) + 1;
@@ -608,6 +642,10 @@ async function main(): Promise<void> {
       crashToHandoverMs: stats(crashes.map((c) => c.recoveredMs)),
       crashToServingMs: stats(crashes.filter((c) => !Number.isNaN(c.servingMs)).map((c) => c.servingMs)),
       supervisorRecoveryUs: stats(crashes.map((c) => c.supervisorUs)),
+      supervisorStepsUs: stepStats(crashes.map((c) => c.stepsUs)),
+      checkpointKeysHandedOver: stats(crashes.map((c) => c.checkpointKeys)),
+      checkpointSentAs: Object.fromEntries([...new Set(crashes.map((c) => c.checkpointSentAs))].map((k) => [k, crashes.filter((c) => c.checkpointSentAs === k).length])),
+      newOwnerAcquiredToMs: stepStats(crashes.map((c) => c.resumeMs)),
       unreportedIdsProbedAndClosed: crashes.reduce((n, c) => n + c.probed, 0),
       fencedLiveOwners: crashes.filter((c) => c.fenced).length,
       unexpected,

@@ -116,17 +116,18 @@ export class FieldReader {
   bytes(what: string, max: number): Buffer {
     const len = this.u32(`${what} length`);
     if (len > max) fail('oversized', `${what} is ${len} bytes, limit ${max}`);
-    this.#need(len, what);
-    const out = Buffer.allocUnsafe(len);
-    this.#buf.copy(out, 0, this.#pos, this.#pos + len);
-    this.#pos += len;
-    return out;
+    return this.copy(len, what);
   }
 
-  /** The next `n` bytes as a copy that owns its memory. */
+  /**
+   * The next `n` bytes as a copy that owns its memory: its own allocation, not a slice of
+   * Node's shared 8 KiB Buffer pool, since decoded values are often kept (a checkpoint value
+   * lives as long as its key). A kept pool slice keeps its whole pool alive: in the crash-loop
+   * harness the supervisor's checkpoint values pinned 1396 pools (11 MiB) in 150 crashes.
+   */
   copy(n: number, what: string): Buffer {
     this.#need(n, what);
-    const out = Buffer.allocUnsafe(n);
+    const out = Buffer.allocUnsafeSlow(n);
     this.#buf.copy(out, 0, this.#pos, this.#pos + n);
     this.#pos += n;
     return out;
