@@ -139,6 +139,9 @@ function jsonChild(cmd: string, args: string[]): { child: ChildProcess; lines: R
 
 interface RoundRecord {
   killAt: bigint;
+  /** The killed owner and the process that took over: to find them in a trace (`--raw`). */
+  ownerPid: number;
+  newOwnerPid: number;
   /** Kill -> the supervisor's session.recovered line (its ms clock), ms. */
   handoverLogMs: number;
   /** How the supervisor learned of the death: its owner.disconnected reason, shortened. */
@@ -290,7 +293,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000));
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
-      const round: RoundRecord = { killAt, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number> };
+      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number> };
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
@@ -320,10 +323,13 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
     const memory = rssOf(sup.pid);
     if (raw) {
       // Per round: the supervisor's account, and the probe's iterations from 3 ms before the
-      // kill to 30 ms after it as [start, stat, open, read, close] in ms from the kill.
+      // kill to 30 ms after it as [start, stat, open, read, close] in ms from the kill. The
+      // kill's CLOCK_MONOTONIC time (ns) lines a round up with `perf record -k mono` or a
+      // trace_clock=mono ftrace.
       const rows = records.map((x, i) => ({
         ...x,
         killAt: undefined,
+        killAtMonotonicNs: String(x.killAt),
         blackout: per[i],
         probe: probeRecords.filter((r) => r.start >= x.killAt - 3_000_000n && r.start <= x.killAt + 30_000_000n).map((r) => [ms(r.start - x.killAt), ms(r.stat), ms(r.open), ms(r.read), ms(r.close)].map(round2)),
       }));

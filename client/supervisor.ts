@@ -282,7 +282,9 @@ export class SupervisorClient {
       s.journalClose(2);
       encodeMessage({ type: 'adopt', more: false, ids: [1] }, 1);
     }
-    if (this.#opts.heartbeatMs > 0) clearInterval(setInterval(() => {}, this.#opts.heartbeatMs));
+    // The real timer calls: an unref'd interval takes other paths in Node's timer lists.
+    this.#startHeartbeat();
+    this.#stopHeartbeat();
   }
 
   #disown(): void {

@@ -158,7 +158,9 @@ export class FuseServer {
     this.#ops = ops;
     this.#opts = opts;
     this.#log = opts.log ?? consoleLogger;
-    this.#buf = Buffer.alloc(readBufferSize(opts.resume?.maxWrite ?? opts.init.maxWrite));
+    // Not zeroed: only the bytes a read returned are ever looked at. Zeroing 132 KiB cost a
+    // warm standby about 0.5 ms of page faults at its take-over (perf, failover bench).
+    this.#buf = Buffer.allocUnsafeSlow(readBufferSize(opts.resume?.maxWrite ?? opts.init.maxWrite));
     this.#init = opts.resume;
     this.#replay = new ReplayGuard({ link: opts.link, previous: opts.checkpoint, onReplayed: opts.onReplayed, log: this.#log });
     this.done = new Promise((r) => (this.#resolveDone = r));
@@ -346,7 +348,7 @@ export class FuseServer {
       this.#log.error({ event: 'fuse.init_not_saved', err: String(err) }, 'INIT settlement not saved; a restarted daemon cannot resume this connection');
     }
     this.#write(replyInit(unique, result.initOut), opcode);
-    if (readBufferSize(this.#init.maxWrite) > this.#buf.length) this.#buf = Buffer.alloc(readBufferSize(this.#init.maxWrite));
+    if (readBufferSize(this.#init.maxWrite) > this.#buf.length) this.#buf = Buffer.allocUnsafeSlow(readBufferSize(this.#init.maxWrite));
     this.#log.info(
       { event: 'fuse.init', protocol: `7.${result.minor}`, passthrough: result.passthrough, resend: (result.flags & InitFlags.HAS_RESEND) !== 0n, maxWrite: this.#init.maxWrite },
       'FUSE connection initialised',
