@@ -23,7 +23,7 @@ if (!VARIANTS.includes(variant)) {
   console.error(`chaos:vm: --kernel must be one of ${VARIANTS.join(', ')}`);
   process.exit(2);
 }
-if (!existsSync(join(ROOT, 'dist/bin/cli/mirrorfs.js'))) {
+if (!existsSync(join(ROOT, 'dist/bundle/fusekeeper-mirrorfs.mjs'))) {
   console.error('chaos:vm: run `npm run prepare` first');
   process.exit(2);
 }

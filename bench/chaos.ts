@@ -81,7 +81,7 @@ const random = mulberry32(SEED);
 
 function requireTools(): void {
   if (process.getuid?.() !== 0) throw new Error('chaos: needs root (mounts FUSE and tmpfs)');
-  if (!existsSync(join(ROOT, 'dist/bin/cli/mirrorfs.js'))) throw new Error('chaos: the compiled CLI is missing: run `npm run prepare`');
+  if (!existsSync(join(ROOT, 'dist/bundle/fusekeeper-mirrorfs.mjs'))) throw new Error('chaos: the compiled CLI is missing: run `npm run prepare`');
   for (const tool of ['fio', 'stress-ng', 'fs_mark', 'cc']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`chaos: ${tool} is missing (run scripts/install-deps.sh)`);
   }

@@ -379,7 +379,7 @@ export async function run(argv: string[] = []): Promise<void> {
   const rounds = Number(values.rounds ?? process.env.FAILOVER_ROUNDS ?? 100);
   const only = values.only?.split(',');
   if (process.getuid?.() !== 0) throw new Error('failover: needs root');
-  if (!existsSync(join(ROOT, 'dist/bin/cli/mirrorfs.js'))) throw new Error('failover: run `npm run prepare` first');
+  if (!existsSync(join(ROOT, 'dist/bundle/fusekeeper-mirrorfs.mjs'))) throw new Error('failover: run `npm run prepare` first');
   const buildDir = tempDir('fusekeeper-probe-');
   const probeBin = buildProbe(buildDir);
   const figures: Record<string, unknown> = {

@@ -3,6 +3,6 @@
 // the command line, unlike NODE_OPTIONS, are not inherited by the daemons it starts; set at
 // runtime with v8.setFlagsFromString it has no effect). Measured at 100k journaled ids it is
 // the difference between ~95 and ~75 MiB; `npm start` and the test helper pass it too.
-// Compiled by `npm ci` (the `prepare` script) into dist/.
-import { main } from '../dist/bin/cli/fusekeeper.js';
+// Built by `npm ci` (the `prepare` script, scripts/build.mjs) into one module in dist/bundle/.
+import { main } from '../dist/bundle/fusekeeper.mjs';
 process.exitCode = await main(process.argv.slice(2));

@@ -34,7 +34,7 @@ done
 case "$prefix" in /*) ;; *) echo "install: --prefix must be absolute" >&2; exit 2 ;; esac
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-if [[ ! -f "$src/dist/bin/cli/fusekeeper.js" || ! -d "$src/node_modules/koffi" ]]; then
+if [[ ! -f "$src/dist/bundle/fusekeeper.mjs" || ! -d "$src/node_modules/koffi" ]]; then
   echo "install: run \`npm ci\` in $src first (it installs the dependencies and builds dist/)" >&2
   exit 1
 fi

@@ -71,7 +71,7 @@ for (const name of wanted) {
   }
 }
 
-if (run(node, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json']) !== 0) {
+if (run(node, [join(root, 'scripts/build.mjs')]) !== 0) {
   console.error('test: build failed');
   process.exit(1);
 }

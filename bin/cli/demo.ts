@@ -4,13 +4,13 @@
 // the mount every millisecond, and the demo SIGKILLs the serving daemon a few times. Each
 // time the spare takes over; the reader's longest wait around the crash is its blackout.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { findMount, unmountFuse } from '../../kernel/mount.ts';
+import { packageRoot } from './package-root.ts';
 import { connectSupervisor, type SupervisorClient } from '../../client/supervisor.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 
@@ -69,16 +69,6 @@ interface CrashRow {
   recoveryUs: number;
   at: bigint;
   blackoutMs?: number;
-}
-
-/** The package root (where package.json and bin/ are), from this file's location. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bin', 'fusekeeper.js'))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error('cannot find the fusekeeper package root');
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

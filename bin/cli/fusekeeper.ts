@@ -1,11 +1,13 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { runDoctor, formatDoctorReport } from '../../kernel/doctor.ts';
 import { DEFAULT_SOCKET } from '../../supervisor/config.ts';
 import { serve } from '../../supervisor/main.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 import { connectSupervisor, type SupervisorClient } from '../../client/supervisor.ts';
 import { runDemo, DEMO_HELP } from './demo.ts';
+import { packageRoot } from './package-root.ts';
 
 async function sessionStatus(client: SupervisorClient, name: string): Promise<SessionStatus> {
   const st = (await client.status()) as { sessions: SessionStatus[] };
@@ -175,7 +177,7 @@ const commands: Record<string, Command> = {
 };
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }
 

@@ -74,8 +74,8 @@ async function runKernel(variant, image) {
 }
 
 async function main() {
-  if (!existsSync(join(root, 'dist/bin/cli/fusekeeper.js'))) {
-    console.error('vm: dist/ is not built: run `npx tsc -p tsconfig.build.json` (npm test does) first');
+  if (!existsSync(join(root, 'dist/bundle/fusekeeper.mjs'))) {
+    console.error('vm: dist/ is not built: run `npm run prepare` (npm test does) first');
     return 1;
   }
   stage(`VM tier: kernels ${VARIANTS.join(' + ')} from one linux-source-6.12; guest tests: ${GUEST_TESTS.join(', ')}`);

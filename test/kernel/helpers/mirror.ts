@@ -2,7 +2,7 @@
 // SOURCE MOUNTPOINT`. Starts it, waits until the mount is there and answers, reads its
 // counters, stops it with SIGTERM and checks that nothing stays mounted. Runs the compiled
 // CLI (bin/ -> dist/): `npm test` builds it first; alone, build with
-// `npx tsc -p tsconfig.build.json`.
+// `npm run prepare`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { findMount, unmountFuse } from '../../../kernel/mount.ts';
 
 export const MIRRORFS_CLI = new URL('../../../bin/fusekeeper-mirrorfs.js', import.meta.url).pathname;
-const COMPILED = new URL('../../../dist/bin/cli/mirrorfs.js', import.meta.url).pathname;
+const COMPILED = new URL('../../../dist/bundle/fusekeeper-mirrorfs.mjs', import.meta.url).pathname;
 
 /** The daemon's counters, as `--stats FILE` writes them. */
 export interface MirrorStatsSnapshot {
@@ -83,7 +83,7 @@ async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
 
 /** Starts mirrorfs on a fresh temp dir and resolves once the mount answers. */
 export async function startMirror(opts: MirrorOptions = {}): Promise<MirrorProcess> {
-  if (!existsSync(COMPILED)) throw new Error(`${COMPILED} is missing: build with \`npx tsc -p tsconfig.build.json\` (npm test does)`);
+  if (!existsSync(COMPILED)) throw new Error(`${COMPILED} is missing: build with \`npm run prepare\` (npm test does)`);
   const dir = mkdtempSync(join(tmpdir(), 'fusekeeper-mirror-'));
   const source = opts.source ?? join(dir, 'src');
   const mountpoint = join(dir, 'mnt');

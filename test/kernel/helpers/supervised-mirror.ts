@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { MIRRORFS_CLI } from './mirror.ts';
 
-const COMPILED = new URL('../../../dist/bin/cli/mirrorfs.js', import.meta.url).pathname;
+const COMPILED = new URL('../../../dist/bundle/fusekeeper-mirrorfs.mjs', import.meta.url).pathname;
 
 export interface SupervisedMirror {
   pid: number;
@@ -22,7 +22,7 @@ export interface SupervisedMirror {
  * throws if it exits first or takes longer than `timeoutMs`.
  */
 export async function startSupervisedMirror(opts: { source: string; mountpoint: string; socket: string; env?: Record<string, string>; args?: string[]; timeoutMs?: number }): Promise<SupervisedMirror> {
-  if (!existsSync(COMPILED)) throw new Error(`${COMPILED} is missing: build with \`npx tsc -p tsconfig.build.json\` (npm test does)`);
+  if (!existsSync(COMPILED)) throw new Error(`${COMPILED} is missing: build with \`npm run prepare\` (npm test does)`);
   const child = spawn(process.execPath, [MIRRORFS_CLI, opts.source, opts.mountpoint, '--socket', opts.socket, ...(opts.args ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...opts.env },
