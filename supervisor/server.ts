@@ -67,7 +67,7 @@ import {
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
 import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, threadsExiting } from './recovery.ts';
-import { silentLogger, type Logger } from './log.ts';
+import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
 import type { Owner, Session, SessionStatus } from './session.ts';
@@ -612,6 +612,8 @@ export class Supervisor {
     conn.session = null;
     if (s?.owner?.connection === conn.id) {
       s.owner.connection = null;
+      // A waiting standby gets ACQUIRED in this turn (#serveStandby); the lines wait for it.
+      holdLogsThisTurn(this.#log);
       this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason }, `owner of ${s.name} disconnected: ${reason}`);
       this.#gauges();
       this.#serveStandby(s);
@@ -986,6 +988,7 @@ export class Supervisor {
       s.ownerWatch?.close();
       s.ownerWatch = null;
       resolveExit();
+      holdLogsThisTurn(this.#log);
       this.#log.info({ event: 'owner.exited', session: s.name, owner: owner.pid }, `owner ${owner.pid} of ${s.name} exited`);
       this.#gauges();
       this.#serveStandby(s);
