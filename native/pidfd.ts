@@ -26,3 +26,18 @@ export function pidfdSendSignal(pidfd: number, signal: NodeJS.Signals | number):
     throw new NativeError('pidfd_send_signal', lastErrno(), `${signal} via pidfd ${pidfd}`);
   }
 }
+
+/** include/uapi/linux/sched.h */
+const SCHED_IDLE = 5;
+/** struct sched_param: sched_priority, 0 for every policy but the real-time ones. */
+const NO_PRIORITY = Buffer.alloc(4);
+
+/**
+ * Moves thread `tid` to the SCHED_IDLE policy: it runs only when no other task wants the CPU,
+ * and any task waking on its CPU preempts it (on a kernel without forced preemption, at its
+ * next rescheduling point). Throws `NativeError` (`ESRCH` once the thread is gone, `EPERM`
+ * without CAP_SYS_NICE over it).
+ */
+export function setIdleScheduling(tid: number): void {
+  if (sys.sched_setscheduler(tid, SCHED_IDLE, NO_PRIORITY) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_IDLE for thread ${tid}`);
+}

@@ -3,7 +3,7 @@
 // connection corrupt it, and probing for unreported ids is only safe while nobody can
 // allocate new ones.
 import { readdirSync, readFileSync } from 'node:fs';
-import { pidfdSendSignal, NativeError } from '../native/index.ts';
+import { pidfdSendSignal, setIdleScheduling, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
 import { FuseKernelError } from '../kernel/errors.ts';
 import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
@@ -89,6 +89,34 @@ export function threadsExiting(pid: number): boolean {
     if ((flags & PF_EXITING) === 0 || (flags & PF_IO_WORKER) !== 0) return false;
   }
   return true;
+}
+
+/**
+ * Moves every thread of process `pid`, all of whose threads are exiting (threadsExiting), to
+ * SCHED_IDLE; returns how many it moved. What is left of such an exit is kernel work nobody
+ * waits for: the last thread frees the process's memory (milliseconds for a Node daemon), and
+ * only then closes its fds. On a kernel without forced preemption that work keeps its CPU
+ * while whatever wakes there (the supervisor, the new owner, the applications it answers)
+ * waits, possibly until the load balancer moves it. A thread gone meanwhile is skipped.
+ */
+export function yieldDyingProcess(pid: number): number {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0;
+  }
+  let moved = 0;
+  for (const tid of tids) {
+    try {
+      setIdleScheduling(Number(tid));
+      moved++;
+    } catch {
+      // ESRCH (it finished exiting) or EPERM (another uid, no CAP_SYS_NICE): the exit goes on
+      // at its own pace either way.
+    }
+  }
+  return moved;
 }
 
 /**

@@ -66,7 +66,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, threadsExiting } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, threadsExiting, yieldDyingProcess } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -320,6 +320,7 @@ export class Supervisor {
       return;
     }
     this.#dyingOwners.delete(owner);
+    yieldDyingProcess(owner.pid);
     const conn = this.#conns.get(owner.connection);
     if (!conn) return;
     while (!conn.closed && this.#receiveOne(conn));

@@ -3,12 +3,12 @@
 // every thread of it is exiting soon after (a thread the scheduler has not run since the
 // signal is not exiting yet, so not always at the first event) while it still holds its
 // fds (they close after its memory is freed); a dead process that is not yet reaped is
-// exiting too.
+// exiting too. Such a process's threads can still be moved to SCHED_IDLE.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { isExiting, threadsExiting } from '../../supervisor/recovery.ts';
+import { isExiting, threadsExiting, yieldDyingProcess } from '../../supervisor/recovery.ts';
 import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil } from './helpers/supervisor.ts';
 
@@ -39,7 +39,7 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
   assert.equal(threadsExiting(pid), false);
   // As the supervisor does: look at each batch of exit events, and every millisecond after
   // the first, until every thread is exiting.
-  const seen = await new Promise<{ exit: ThreadExit; fds: number }>((resolve, reject) => {
+  const seen = await new Promise<{ exit: ThreadExit; fds: number; yielded: number; policies: number[] }>((resolve, reject) => {
     let first: ThreadExit | undefined;
     const deadline = Date.now() + 5000;
     const check = (): void => {
@@ -52,7 +52,8 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
       poll!.close();
       poll = undefined;
       clearInterval(timer);
-      resolve({ exit: first, fds: openFds(pid) });
+      const yielded = yieldDyingProcess(pid);
+      resolve({ exit: first, fds: openFds(pid), yielded, policies: schedPolicies(pid) });
     };
     poll = watchFd(events, { readable: true }, () => {
       const exit = readThreadExits(events, buf).exits.find((e) => e.pid === pid);
@@ -64,7 +65,21 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
   });
   assert.equal(seen.exit.exitCode, 9, 'a thread killed by SIGKILL exits with code 9');
   assert.ok(seen.fds > 0, 'its fds are still open once every thread is exiting: they close after the memory is freed');
+  assert.ok(seen.yielded >= 1, 'the thread still freeing the memory can be moved to SCHED_IDLE');
+  assert.ok(seen.policies.every((p) => p === SCHED_IDLE), `every thread left is SCHED_IDLE: ${seen.policies.join(',')}`);
   await new Promise((r) => child.once('exit', r));
+});
+
+test('yieldDyingProcess moves every thread of a process to SCHED_IDLE', async (t) => {
+  const child = spawn(process.execPath, ['-e', 'console.log("ready");setInterval(()=>{},1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((r) => child.stdout!.once('data', r));
+  const threads = readdirSync(`/proc/${child.pid}/task`).length;
+  assert.ok(threads > 1, 'Node runs several threads');
+  assert.ok(schedPolicies(child.pid!).every((p) => p === SCHED_NORMAL));
+  assert.equal(yieldDyingProcess(child.pid!), threads);
+  assert.deepEqual(schedPolicies(child.pid!), Array(threads).fill(SCHED_IDLE));
+  assert.equal(yieldDyingProcess(0x7fffffff), 0, 'no such process: nothing moved, no error');
 });
 
 test('a zombie (exited, not reaped) is exiting and has no fd in any thread', async (t) => {
@@ -99,6 +114,28 @@ function openFds(pid: number): number {
     // the process is gone
   }
   return most;
+}
+
+/** include/uapi/linux/sched.h */
+const SCHED_NORMAL = 0;
+const SCHED_IDLE = 5;
+
+/** The scheduling policy of each thread of `pid` still there (field 41 of its stat). */
+function schedPolicies(pid: number): number[] {
+  const policies: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        policies.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]));
+      } catch {
+        // this thread is gone
+      }
+    }
+  } catch {
+    // the process is gone
+  }
+  return policies;
 }
 
 function readStatus(pid: number): string {
