@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
 import { connectSupervisor, type SupervisorClient } from '../client/supervisor.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
-import { startSupervisor, waitUntil, unmountUnder, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
+import { startSupervisor, waitUntil, unmountUnder, hermeticEnv, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, anyLatency, metaLatency, PROBE_OPS } from './probe.ts';
 import { summarize, writeResult } from './lib.ts';
 import { setXattr, NativeError } from '../native/index.ts';
@@ -113,18 +113,21 @@ interface Daemon {
   /** Its `mirrorfs.ready` line appeared: it serves. */
   ready: Promise<void>;
   isReady: boolean;
+  /** Its `mirrorfs.resumed` line appeared (a daemon that took the session over logs it after `mirrorfs.ready`). */
+  resumed: Promise<void>;
   /** It waits as a standby, or owns the session. */
   settled: boolean;
   stderr(): string;
 }
 
 function spawnDaemon(n: number, kind: CrashKind, source: string, mountpoint: string, socket: string, standby: boolean): Daemon {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('FUSEKEEPER_')) delete env[k];
+  const env = hermeticEnv();
   if (kind !== 'sigkill') env.FUSEKEEPER_FAULT = kind;
   const child = spawn(process.execPath, [MIRRORFS, source, mountpoint, '--socket', socket, '--name', SESSION, ...(standby ? ['--standby'] : [])], { stdio: ['ignore', 'ignore', 'pipe'], env });
   const err = tail();
   let readyResolve!: () => void;
+  let resumedResolve!: () => void;
+  let resumedSeen = false;
   const d: Daemon = {
     n,
     kind,
@@ -139,17 +142,22 @@ function spawnDaemon(n: number, kind: CrashKind, source: string, mountpoint: str
     ),
     ready: new Promise((r) => (readyResolve = r)),
     isReady: false,
+    resumed: new Promise((r) => (resumedResolve = r)),
     settled: false,
     stderr: err.text,
   };
   let seen = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => {
     err.push(c);
-    if (d.isReady) return;
+    if (resumedSeen) return;
     seen = (seen + c).slice(-4096);
-    if (seen.includes('"event":"mirrorfs.ready"')) {
+    if (!d.isReady && seen.includes('"event":"mirrorfs.ready"')) {
       d.isReady = true;
       readyResolve();
+    }
+    if (seen.includes('"event":"mirrorfs.resumed"')) {
+      resumedSeen = true;
+      resumedResolve();
     }
   });
   return d;
@@ -533,6 +541,8 @@ async function main(): Promise<void> {
       if (recovered.owner !== next.pid) throw new Error(`generation ${i + 1} went to ${String(recovered.owner)}, expected daemon ${next.pid}`);
       if (DEPTH > 0) topUp().catch((e: Error) => unexpected.push(e.message));
       const readyOrDead = await guard(Promise.race([next.ready.then(() => true), next.exit.then(() => false)]));
+      // Its resume line may come in a later chunk of its stderr than the ready line.
+      const resumeMs = readyOrDead ? await guard(Promise.race([next.resumed.then(() => resumeSteps(next.stderr())), next.exit.then(() => ({})), sleep(2000).then(() => ({}))])) : {};
       const cleanup = recovered.cleanup as { probed: number };
       crashes.push({
         n: i,
@@ -545,7 +555,7 @@ async function main(): Promise<void> {
         stepsUs: (recovered.stepsUs ?? {}) as Record<string, number>,
         checkpointKeys: recovered.checkpointKeys as number,
         checkpointSentAs: (recovered.sentAs as { checkpoint?: string } | undefined)?.checkpoint ?? 'unknown',
-        resumeMs: readyOrDead ? resumeSteps(next.stderr()) : {},
+        resumeMs,
         probed: cleanup.probed,
         fenced: recovered.fenced === true,
         diedBeforeReady,

@@ -35,7 +35,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectSupervisor, type SupervisorClient } from '../client/supervisor.ts';
 import { pidfdOpen, watchFd, closeFd } from '../native/index.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
-import { startSupervisor, waitUntil, mountSpec, tempDir, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
+import { startSupervisor, waitUntil, mountSpec, tempDir, hermeticEnv, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
 import { cpuStalls, summarize, writeResult } from './lib.ts';
 import { EAGER_COMPILE_FLAGS } from '../bin/warm-code.js';
@@ -105,7 +105,7 @@ function rssOf(pid: number): { rssMiB: number; peakMiB: number } {
 
 /** A child printing JSON lines; `next(pred)` resolves with the first line (not yet taken) matching. */
 function jsonChild(cmd: string, args: string[]): { child: ChildProcess; lines: Record<string, unknown>[]; wait(pred: (o: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, unknown>>; stderr(): string } {
-  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: hermeticEnv() });
   const lines: Record<string, unknown>[] = [];
   let partial = '';
   let err = '';

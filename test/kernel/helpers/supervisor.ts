@@ -153,14 +153,14 @@ export function unmountUnder(dir: string): string[] {
 
 
 /**
- * This process's environment without what would make a test supervisor talk to a real
- * systemd, take fds it was not meant to, or save state somewhere shared, and without
+ * This process's environment without what would make a test supervisor (or a daemon) talk to
+ * a real systemd, take fds it was not meant to, or save state somewhere shared, and without
  * NODE_EXTRA_CA_CERTS: a service started by systemd has none of a login shell's variables,
- * and this one costs every Node process the supervisor starts a read and parse of the CA
- * bundle at start-up (Node 20 loads it eagerly: `node -e 0` took 75 instead of 34 ms here),
- * which a cold restart's blackout would then include.
+ * and this one costs every Node process started with it a read and parse of the CA bundle at
+ * start-up (Node 20 loads it eagerly: `node -e 0` took 75 instead of 34 ms here), which a
+ * cold restart's blackout would then include.
  */
-function hermeticEnv(): NodeJS.ProcessEnv {
+export function hermeticEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const k of Object.keys(env)) {
     if (/^(NOTIFY_SOCKET|LISTEN_(PID|FDS|FDNAMES)|WATCHDOG_(PID|USEC)|RUNTIME_DIRECTORY|FUSEKEEPER_.*|NODE_EXTRA_CA_CERTS)$/.test(k)) delete env[k];
