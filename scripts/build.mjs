@@ -3,7 +3,7 @@
 // into dist/, then each CLI's module graph is bundled into one file in dist/bundle/ (the
 // packages in node_modules stay outside: koffi loads a native addon from its own directory).
 // Why one file: Node 20 resolves, reads and links every ES module of a graph separately. On
-// the 2-vCPU machine of bench/results, importing mirrorfs's 40-odd compiled modules took
+// the 2-vCPU machine of bench/results, importing mirrorfs's 43 compiled modules took
 // 59 ms and its bundle 31 ms; the supervisor CLI's, 67 and 47 ms. A crashed daemon that is
 // restarted cold pays that on every restart, inside the blackout its applications see.
 // `npm run prepare` and `npm test` run this.
