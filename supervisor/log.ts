@@ -1,8 +1,9 @@
 import pino, { type Logger } from 'pino';
 
 /**
- * stdout for the logger, written synchronously (journald reads stdout; a crash loses no
- * line), except while held for the rest of one turn of the event loop (holdLogsThisTurn).
+ * stdout for the logger, written synchronously (journald reads stdout), except while held for
+ * the rest of one turn of the event loop (holdLogsThisTurn). Held lines are written on exit
+ * too; only a SIGKILL within that turn loses them.
  */
 class StdoutDestination {
   readonly #out = pino.destination({ dest: 1, sync: true });
