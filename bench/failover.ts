@@ -24,8 +24,8 @@
 //
 // Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), the time
 // from the kill to the supervisor's hand-over log line, for bare the kill -> standby holds
-// the session -> standby serves times (the standby's CLOCK_MONOTONIC stamps), and the
-// supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
+// the session -> standby serves -> its first request times (the standby's CLOCK_MONOTONIC
+// stamps), and the supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -155,6 +155,8 @@ interface RoundRecord {
   goneMs?: number;
   adoptedMs?: number;
   servingMs?: number;
+  /** bare: kill -> the standby's first request reached its handler (answered in that turn), ms. */
+  firstRequestMs?: number;
 }
 
 /** mirrorfs's own account of each resume (its `mirrorfs.resumed` lines): ACQUIRE answered -> serving, per step. */
@@ -298,6 +300,8 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
         const a = await guard(next.wait((o) => o.event === 'adopted', 'the standby to be answered ADOPTED'));
+        const f = await guard(next.wait((o) => o.event === 'first-request', 'the standby to get a request'));
+        round.firstRequestMs = ms(BigInt(f.firstRequestAt as string) - killAt);
         round.acquiredMs = ms(BigInt(s.acquiredAt as string) - killAt);
         round.adoptedMs = ms(BigInt(a.adoptedAt as string) - killAt);
         round.servingMs = ms(BigInt(s.servingAt as string) - killAt);
@@ -350,6 +354,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
             killToStandbyAcquiredMs: stats(records.map((x) => x.acquiredMs!)),
             killToStandbyAdoptedMs: stats(records.map((x) => x.adoptedMs!)),
             killToStandbyServingMs: stats(records.map((x) => x.servingMs!)),
+            killToStandbyFirstRequestMs: stats(records.map((x) => x.firstRequestMs!)),
             killToOwnerGoneMs: stats(records.map((x) => x.goneMs!)),
             ownerGoneToStandbyAcquiredMs: stats(records.map((x) => x.acquiredMs! - x.goneMs!)),
             ownerGoneToStandbyServingMs: stats(records.map((x) => x.servingMs! - x.goneMs!)),

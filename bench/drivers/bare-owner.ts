@@ -8,6 +8,8 @@
 // Prints JSON lines with CLOCK_MONOTONIC times (ns, process.hrtime.bigint()):
 //   {"event":"serving", pid, generation, resumed, acquiredAt, servingAt}
 //   {"event":"adopted", adoptedAt}   (resumed: when ADOPTED arrived)
+//   {"event":"first-request", op, firstRequestAt}   (resumed: its first request reached a handler,
+//                                                     whose answer is written in the same turn)
 //   {"event":"registered", count}
 // With `hold` it instead acquires that many extra sessions (HOLD_DIR/<i>, named NAME-<i>),
 // answers nothing, prints {"event":"holding"} and sleeps: sessions that only make the
@@ -95,6 +97,19 @@ if (cfg.hold) {
     batch_forget: () => {},
   };
 
+  // After a take-over, the first request to reach a handler is stamped (then no more).
+  let stampNextRequest = false;
+  for (const [name, handler] of Object.entries(ops) as [string, (...args: unknown[]) => unknown][]) {
+    (ops as Record<string, unknown>)[name] = (...args: unknown[]): unknown => {
+      if (stampNextRequest) {
+        stampNextRequest = false;
+        const firstRequestAt = process.hrtime.bigint();
+        setImmediate(() => out({ event: 'first-request', op: name, firstRequestAt }));
+      }
+      return handler(...args);
+    };
+  }
+
   const init = { flags: InitFlags.PASSTHROUGH | InitFlags.HAS_RESEND | InitFlags.ASYNC_READ, maxWrite: 128 * 1024 };
   // A warm standby has run its request path once before it waits (client/fuse/rehearsal.ts).
   await FuseServer.rehearse(ops, { init, name: 'p0' });
@@ -133,6 +148,7 @@ if (cfg.hold) {
     },
   });
   server.start();
+  stampNextRequest = session.resumed;
   const servingAt = process.hrtime.bigint();
   out({ event: 'serving', pid: process.pid, generation: session.generation, resumed: session.resumed, acquiredAt, servingAt });
   if (session.resumed) setTimeout(register, cfg.backing?.delayMs ?? 0);
