@@ -5,7 +5,10 @@
 // fs_mark; the checkout is read-only there, so the result comes back through the VM's results
 // share and is written to bench/results/chaos-vm-<kernel>.json. On the patched kernel the
 // supervisor cleans up with FUSE_DEV_IOC_BACKING_CLOSE_ALL, on the unpatched one with the journal.
-// Root, qemu-system-x86 and `npm run prepare`; TCG emulation makes every step slower than here.
+// Root, qemu-system-x86 and `npm run prepare`; TCG emulation makes every step slower than here:
+// each spare compiles its code eagerly and rehearses its take-over before it waits, so a crash
+// takes about 30 s of the guest's time (0.03 crashes/s on 2026-12-06; `--timeout-minutes`,
+// default 90, bounds the whole run).
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,13 +17,18 @@ import { GUEST_RESULTS, runInVm } from '../test/vm/run.mjs';
 import { ROOT } from '../test/kernel/helpers/supervisor.ts';
 
 const { values, positionals } = parseArgs({
-  options: { kernel: { type: 'string', default: 'patched' }, crashes: { type: 'string', default: '100' }, 'timeout-minutes': { type: 'string', default: '40' } },
+  options: { kernel: { type: 'string', default: 'patched' }, crashes: { type: 'string', default: '100' }, 'timeout-minutes': { type: 'string', default: '90' } },
   allowPositionals: true,
   strict: false,
 });
 const variant = String(values.kernel);
 if (!VARIANTS.includes(variant)) {
   console.error(`chaos:vm: --kernel must be one of ${VARIANTS.join(', ')}`);
+  process.exit(2);
+}
+const timeoutMinutes = Number(values['timeout-minutes']);
+if (!(timeoutMinutes > 0)) {
+  console.error(`chaos:vm: --timeout-minutes must be a positive number, got ${JSON.stringify(values['timeout-minutes'])}`);
   process.exit(2);
 }
 if (!existsSync(join(ROOT, 'dist/bundle/fusekeeper-mirrorfs.mjs'))) {
@@ -36,7 +44,7 @@ const r = await runInVm({
   cwd: ROOT,
   env: { FUSEKEEPER_BENCH_RESULTS: GUEST_RESULTS },
   label: `chaos:${variant}`,
-  timeoutMs: Number(values['timeout-minutes']) * 60_000,
+  timeoutMs: timeoutMinutes * 60_000,
   keepResults: true,
 });
 try {
