@@ -72,11 +72,19 @@ function statFlags(stat: string): number {
  * one that lives makes this false; so does any /proc entry that cannot be read but exists.
  */
 export function threadsExiting(pid: number): boolean {
+  return exitingThreads(pid) !== null;
+}
+
+/**
+ * The thread ids of process `pid` when every thread is exiting (threadsExiting; none once
+ * the process is gone), or null while one is not.
+ */
+export function exitingThreads(pid: number): number[] | null {
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? [] : null;
   }
   for (const tid of tids) {
     let flags: number;
@@ -84,32 +92,26 @@ export function threadsExiting(pid: number): boolean {
       flags = statFlags(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') continue; // reaped meanwhile
-      return false;
+      return null;
     }
-    if ((flags & PF_EXITING) === 0 || (flags & PF_IO_WORKER) !== 0) return false;
+    if ((flags & PF_EXITING) === 0 || (flags & PF_IO_WORKER) !== 0) return null;
   }
-  return true;
+  return tids.map(Number);
 }
 
 /**
- * Moves every thread of process `pid`, all of whose threads are exiting (threadsExiting), to
+ * Moves threads `tids` of a process whose threads are all exiting (exitingThreads) to
  * SCHED_IDLE; returns how many it moved. What is left of such an exit is kernel work nobody
  * waits for: the last thread frees the process's memory (milliseconds for a Node daemon), and
  * only then closes its fds. On a kernel without forced preemption that work keeps its CPU
  * while whatever wakes there (the supervisor, the new owner, the applications it answers)
  * waits, possibly until the load balancer moves it. A thread gone meanwhile is skipped.
  */
-export function yieldDyingProcess(pid: number): number {
-  let tids: string[];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return 0;
-  }
+export function yieldExitingThreads(tids: readonly number[]): number {
   let moved = 0;
   for (const tid of tids) {
     try {
-      setIdleScheduling(Number(tid));
+      setIdleScheduling(tid);
       moved++;
     } catch {
       // ESRCH (it finished exiting) or EPERM (another uid, no CAP_SYS_NICE): the exit goes on

@@ -66,7 +66,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, threadsExiting, yieldDyingProcess } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, exitingThreads, yieldExitingThreads } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -312,7 +312,8 @@ export class Supervisor {
       this.#dyingOwners.delete(owner);
       return;
     }
-    if (!threadsExiting(owner.pid)) {
+    const threads = exitingThreads(owner.pid);
+    if (!threads) {
       if (attempt === 0 && this.#dyingOwners.has(owner)) return;
       this.#dyingOwners.add(owner);
       if (attempt < 50) setTimeout(() => this.#ownerDying(s, owner, exitCode, attempt + 1), 1);
@@ -320,7 +321,7 @@ export class Supervisor {
       return;
     }
     this.#dyingOwners.delete(owner);
-    yieldDyingProcess(owner.pid);
+    yieldExitingThreads(threads);
     const conn = this.#conns.get(owner.connection);
     if (!conn) return;
     while (!conn.closed && this.#receiveOne(conn));

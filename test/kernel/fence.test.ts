@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { isExiting, threadsExiting, yieldDyingProcess } from '../../supervisor/recovery.ts';
+import { exitingThreads, isExiting, threadsExiting, yieldExitingThreads } from '../../supervisor/recovery.ts';
 import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil } from './helpers/supervisor.ts';
 
@@ -18,6 +18,7 @@ test('a live process is not exiting', async (t) => {
   await new Promise((r) => child.once('spawn', r));
   assert.equal(isExiting(child.pid!), false);
   assert.equal(threadsExiting(child.pid!), false);
+  assert.equal(exitingThreads(child.pid!), null);
 });
 
 test('a SIGKILLed Node process: thread exit events come, and every thread is exiting while its fds are still open', async (t) => {
@@ -52,7 +53,7 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
       poll!.close();
       poll = undefined;
       clearInterval(timer);
-      const yielded = yieldDyingProcess(pid);
+      const yielded = yieldExitingThreads(exitingThreads(pid) ?? []);
       resolve({ exit: first, fds: openFds(pid), yielded, policies: schedPolicies(pid) });
     };
     poll = watchFd(events, { readable: true }, () => {
@@ -70,16 +71,17 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
   await new Promise((r) => child.once('exit', r));
 });
 
-test('yieldDyingProcess moves every thread of a process to SCHED_IDLE', async (t) => {
+test('yieldExitingThreads moves every thread it is given to SCHED_IDLE', async (t) => {
   const child = spawn(process.execPath, ['-e', 'console.log("ready");setInterval(()=>{},1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
   t.after(() => child.kill('SIGKILL'));
   await new Promise((r) => child.stdout!.once('data', r));
-  const threads = readdirSync(`/proc/${child.pid}/task`).length;
+  const tids = readdirSync(`/proc/${child.pid}/task`).map(Number);
+  const threads = tids.length;
   assert.ok(threads > 1, 'Node runs several threads');
   assert.ok(schedPolicies(child.pid!).every((p) => p === SCHED_NORMAL));
-  assert.equal(yieldDyingProcess(child.pid!), threads);
+  assert.equal(yieldExitingThreads(tids), threads);
   assert.deepEqual(schedPolicies(child.pid!), Array(threads).fill(SCHED_IDLE));
-  assert.equal(yieldDyingProcess(0x7fffffff), 0, 'no such process: nothing moved, no error');
+  assert.equal(yieldExitingThreads([0x7fffffff]), 0, 'no such thread: nothing moved, no error');
 });
 
 test('a zombie (exited, not reaped) is exiting and has no fd in any thread', async (t) => {
@@ -96,6 +98,7 @@ test('a zombie (exited, not reaped) is exiting and has no fd in any thread', asy
 test('a pid that names no process counts as gone', () => {
   // pid_max is at most 2^22 on 64-bit Linux.
   assert.equal(threadsExiting(0x7fffffff), true);
+  assert.deepEqual(exitingThreads(0x7fffffff), []);
   assert.equal(isExiting(0x7fffffff), true);
 });
 
