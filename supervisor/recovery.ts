@@ -72,38 +72,50 @@ function statFlags(stat: string): number {
  * one that lives makes this false; so does any /proc entry that cannot be read but exists.
  */
 export function threadsExiting(pid: number): boolean {
-  return exitingThreads(pid) !== null;
+  return scanThreads(pid).others === 0;
+}
+
+/** One look at a process's threads (scanThreads). */
+export interface ThreadScan {
+  /** Threads that are exiting (PF_EXITING, not an io_uring worker). */
+  exiting: number[];
+  /** Threads not known to be exiting: running, an io_uring worker, or unreadable. */
+  others: number;
 }
 
 /**
- * The thread ids of process `pid` when every thread is exiting (threadsExiting; none once
- * the process is gone), or null while one is not.
+ * Sorts the threads of process `pid` into exiting ones and the rest, reading /proc once. A
+ * process that is gone has neither; one whose thread list cannot be read counts one other.
  */
-export function exitingThreads(pid: number): number[] | null {
+export function scanThreads(pid: number): ThreadScan {
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? [] : null;
+    return { exiting: [], others: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : 1 };
   }
+  const exiting: number[] = [];
+  let others = 0;
   for (const tid of tids) {
     let flags: number;
     try {
       flags = statFlags(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') continue; // reaped meanwhile
-      return null;
+      others++;
+      continue;
     }
-    if ((flags & PF_EXITING) === 0 || (flags & PF_IO_WORKER) !== 0) return null;
+    if ((flags & PF_EXITING) === 0 || (flags & PF_IO_WORKER) !== 0) others++;
+    else exiting.push(Number(tid));
   }
-  return tids.map(Number);
+  return { exiting, others };
 }
 
 /**
- * Moves threads `tids` of a process whose threads are all exiting (exitingThreads) to
- * SCHED_IDLE; returns how many it moved. What is left of such an exit is kernel work nobody
- * waits for: the last thread frees the process's memory (milliseconds for a Node daemon), and
- * only then closes its fds. On a kernel without forced preemption that work keeps its CPU
+ * Moves exiting threads `tids` (scanThreads) to SCHED_IDLE; returns how many it moved. An
+ * exiting thread never returns to user space, and what is left of its exit is kernel work
+ * nobody waits for: the last thread of a process frees its memory (milliseconds for a Node
+ * daemon), and only then closes its fds. On a kernel without forced preemption that work keeps its CPU
  * while whatever wakes there (the supervisor, the new owner, the applications it answers)
  * waits, possibly until the load balancer moves it. A thread gone meanwhile is skipped.
  */

@@ -66,7 +66,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, exitingThreads, yieldExitingThreads } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, scanThreads, yieldExitingThreads } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -139,6 +139,9 @@ const SEND_BUFFER = 512 * 1024;
 /** Unadopted backing ids closed per event-loop turn after ADOPTED. */
 const CLOSE_CHUNK = 2048;
 
+/** How many times, a millisecond apart, #ownerDying looks again at a dying owner's threads. */
+const DYING_RETRIES = 50;
+
 interface Conn {
   id: number;
   fd: number;
@@ -207,8 +210,8 @@ export class Supervisor {
   #exitEventsBuf: Buffer | null = null;
   /** Why thread exit events are off (null: on). */
   #exitEventsOff: string | null = null;
-  /** Owners reported exiting whose threads are not all exiting yet (see #ownerDying). */
-  readonly #dyingOwners = new Set<Owner>();
+  /** Owners reported exiting whose threads are not all exiting yet, with the retries left (see #ownerDying). */
+  readonly #dyingOwners = new Map<Owner, number>();
 
   constructor(opts: SupervisorOptions) {
     this.config = opts.config;
@@ -305,23 +308,30 @@ export class Supervisor {
    * whole process down. Once every thread of it is exiting, it can send nothing more: its
    * frames still queued are applied and its connection closed, which orphans the session at
    * once instead of at EOF. A thread the scheduler has not run since the signal is not
-   * exiting yet; it is looked at again every millisecond, for a while (EOF comes anyway).
+   * exiting yet; the threads are looked at again at each further exit event and every
+   * millisecond, for a while (EOF comes anyway). Threads already exiting go to SCHED_IDLE at
+   * each look: they compete for the CPU with the threads that still have to get there.
    */
-  #ownerDying(s: LiveSession, owner: Owner, exitCode: number, attempt = 0): void {
+  #ownerDying(s: LiveSession, owner: Owner, exitCode: number, retry = false): void {
     if (s.owner !== owner || owner.exited || owner.connection === null) {
       this.#dyingOwners.delete(owner);
       return;
     }
-    const threads = exitingThreads(owner.pid);
-    if (!threads) {
-      if (attempt === 0 && this.#dyingOwners.has(owner)) return;
-      this.#dyingOwners.add(owner);
-      if (attempt < 50) setTimeout(() => this.#ownerDying(s, owner, exitCode, attempt + 1), 1);
-      else this.#dyingOwners.delete(owner);
+    const scan = scanThreads(owner.pid);
+    yieldExitingThreads(scan.exiting);
+    if (scan.others > 0) {
+      const left = this.#dyingOwners.get(owner);
+      // One chain of retries per owner; an exit event in between only looks once more.
+      if (left !== undefined && !retry) return;
+      if (left === 0) {
+        this.#dyingOwners.delete(owner);
+        return;
+      }
+      this.#dyingOwners.set(owner, (left ?? DYING_RETRIES) - 1);
+      setTimeout(() => this.#ownerDying(s, owner, exitCode, true), 1);
       return;
     }
     this.#dyingOwners.delete(owner);
-    yieldExitingThreads(threads);
     const conn = this.#conns.get(owner.connection);
     if (!conn) return;
     while (!conn.closed && this.#receiveOne(conn));

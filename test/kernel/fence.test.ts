@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { exitingThreads, isExiting, threadsExiting, yieldExitingThreads } from '../../supervisor/recovery.ts';
+import { isExiting, scanThreads, threadsExiting, yieldExitingThreads } from '../../supervisor/recovery.ts';
 import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil } from './helpers/supervisor.ts';
 
@@ -18,7 +18,7 @@ test('a live process is not exiting', async (t) => {
   await new Promise((r) => child.once('spawn', r));
   assert.equal(isExiting(child.pid!), false);
   assert.equal(threadsExiting(child.pid!), false);
-  assert.equal(exitingThreads(child.pid!), null);
+  assert.deepEqual(scanThreads(child.pid!), { exiting: [], others: 1 }, 'sleep runs one thread, not exiting');
 });
 
 test('a SIGKILLed Node process: thread exit events come, and every thread is exiting while its fds are still open', async (t) => {
@@ -53,7 +53,7 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
       poll!.close();
       poll = undefined;
       clearInterval(timer);
-      const yielded = yieldExitingThreads(exitingThreads(pid) ?? []);
+      const yielded = yieldExitingThreads(scanThreads(pid).exiting);
       resolve({ exit: first, fds: openFds(pid), yielded, policies: schedPolicies(pid) });
     };
     poll = watchFd(events, { readable: true }, () => {
@@ -98,7 +98,7 @@ test('a zombie (exited, not reaped) is exiting and has no fd in any thread', asy
 test('a pid that names no process counts as gone', () => {
   // pid_max is at most 2^22 on 64-bit Linux.
   assert.equal(threadsExiting(0x7fffffff), true);
-  assert.deepEqual(exitingThreads(0x7fffffff), []);
+  assert.deepEqual(scanThreads(0x7fffffff), { exiting: [], others: 0 });
   assert.equal(isExiting(0x7fffffff), true);
 });
 
