@@ -16,11 +16,17 @@ export function nsPerOp(fn: () => void, iterations: number, rounds = 5): number 
   return best;
 }
 
-/** min/median/p99/max of a sample. */
+/**
+ * min/median/p99/max of a sample. The median of an even count is the mean of the middle two;
+ * p99 is the nearest-rank percentile: the smallest value that at least 99% of the sample do
+ * not exceed (of 100 values the second largest, of 1000 the eleventh largest).
+ */
 export function summarize(samples: number[]): { n: number; min: number; median: number; p99: number; max: number } {
   const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
-  return { n: s.length, min: s[0] ?? NaN, median: at(0.5), p99: at(0.99), max: s.at(-1) ?? NaN };
+  const n = s.length;
+  if (n === 0) return { n, min: NaN, median: NaN, p99: NaN, max: NaN };
+  const median = n % 2 === 1 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+  return { n, min: s[0]!, median, p99: s[Math.ceil(0.99 * n) - 1]!, max: s[n - 1]! };
 }
 
 /**
