@@ -115,9 +115,10 @@ export function scanThreads(pid: number): ThreadScan {
  * Moves exiting threads `tids` (scanThreads) to SCHED_IDLE; returns how many it moved. An
  * exiting thread never returns to user space, and what is left of its exit is kernel work
  * nobody waits for: the last thread of a process frees its memory (milliseconds for a Node
- * daemon), and only then closes its fds. On a kernel without forced preemption that work keeps its CPU
- * while whatever wakes there (the supervisor, the new owner, the applications it answers)
- * waits, possibly until the load balancer moves it. A thread gone meanwhile is skipped.
+ * daemon), and only then closes its fds. On a kernel without forced preemption that work
+ * keeps its CPU while whatever wakes there (the supervisor, the new owner, the applications
+ * it answers) waits, possibly until the load balancer moves it. A thread gone meanwhile is
+ * skipped.
  */
 export function yieldExitingThreads(tids: readonly number[]): number {
   let moved = 0;
