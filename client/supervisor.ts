@@ -179,11 +179,13 @@ export class SupervisorClient {
    */
   async acquire(name: string, mount: MountSpec, opts: { standby?: boolean; rehearse?: boolean } = {}): Promise<ClientSession> {
     if (this.#session) throw new SupervisorError('EBUSY', 16, `this client already owns session ${this.#session.name}`);
-    const link = this.#requireLink();
+    this.#requireLink();
     if (opts.rehearse) {
       this.#rehearseTakeover(mount);
       await runEventLoopOnce();
     }
+    // Asked again: the connection may have broken during the rehearsal's turns.
+    const link = this.#requireLink();
     const collector = new AcquireCollector();
     let fd = -1;
     // A connection that breaks meanwhile answers every pending request with an ERROR.
