@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   fuzz: () => import('./fuzz.ts'),
   handover: () => import('./handover.ts'),
   failover: () => import('./failover.ts'),
+  dispatch: () => import('./dispatch.ts'),
 };
 const names = process.argv.slice(2);
 if (names.length === 0 || names.some((n) => !benches[n])) {

@@ -31,7 +31,31 @@ const { EAGAIN, EINTR, ENOENT, ENODEV, ENOSYS, EIO, EPROTO } = constants.errno;
 /** Per-request context handed to operations. */
 export interface RequestContext {
   /** Aborted when the kernel sends FUSE_INTERRUPT for this request. */
-  signal: AbortSignal;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * A request's context whose AbortSignal is made on first use. Most handlers never look at
+ * it, and an AbortController with its signal costs about 3-4 µs per request on Node 20 once
+ * warm (600 µs for the first 20 in a new process), measured on the test VM.
+ */
+class LazyContext implements RequestContext {
+  #controller: AbortController | undefined;
+  #interrupted = false;
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#interrupted) this.#controller.abort();
+    }
+    return this.#controller.signal;
+  }
+
+  /** FUSE_INTERRUPT for this request: aborts the signal, now or when it is made. */
+  interrupt(): void {
+    this.#interrupted = true;
+    this.#controller?.abort();
+  }
 }
 
 /** The request type of operation `K` (request interfaces may serve several ops, e.g. open/opendir). */
@@ -114,7 +138,7 @@ export class FuseServer {
   readonly #ops: FuseOperations;
   readonly #opts: FuseServerOptions;
   readonly #log: FuseLogger;
-  readonly #inFlight = new Map<bigint, AbortController>();
+  readonly #inFlight = new Map<bigint, LazyContext>();
   readonly #replay: ReplayGuard;
   #buf: Buffer;
   #poll: PollHandle | undefined;
@@ -257,7 +281,7 @@ export class FuseServer {
         this.#handleInit(req);
         return;
       case 'interrupt':
-        this.#inFlight.get(req.targetUnique)?.abort();
+        this.#inFlight.get(req.targetUnique)?.interrupt();
         return;
       case 'unknown':
         if (expectsReply(opcode)) this.#write(replyError(unique, ENOSYS), opcode);
@@ -275,9 +299,8 @@ export class FuseServer {
       if (wantsReply) this.#write(replyError(unique, ENOSYS), opcode);
       return;
     }
-    const controller = new AbortController();
-    if (wantsReply) this.#inFlight.set(unique, controller);
-    const ctx: RequestContext = { signal: controller.signal };
+    const ctx = new LazyContext();
+    if (wantsReply) this.#inFlight.set(unique, ctx);
     const run = (): Promise<Buffer | void> | Buffer | void => handler.call(this.#ops, req, ctx);
     // Before the handler: a non-idempotent request's intent record goes out first.
     const ticket = this.#replay.begin(req);
