@@ -2,18 +2,13 @@
 // at the signal before the interrupt came or only after (the signal is made on first use).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InitFlags, Opcode } from '../../kernel/abi.ts';
-import { negotiateInit, replyAttr } from '../../client/fuse/codec.ts';
+import { Opcode } from '../../kernel/abi.ts';
+import { replyAttr } from '../../client/fuse/codec.ts';
 import { FuseError } from '../../client/fuse/errors.ts';
-import type { FuseOperations, RequestContext, SessionInit } from '../../client/fuse/server.ts';
-import { socketServer } from './fixtures/socket-server.ts';
+import type { FuseOperations, RequestContext } from '../../client/fuse/server.ts';
+import { settledInit, socketServer } from './fixtures/socket-server.ts';
 import { getattrIn, request, u64In } from './fixtures/fuse-builder.ts';
 
-function settled(): SessionInit {
-  const r = negotiateInit({ major: 7, minor: 45, maxReadahead: 65536, flags: InitFlags.INIT_EXT }, { flags: 0n, maxWrite: 4096 });
-  assert.ok(r.ok);
-  return { minor: r.minor, flags: r.flags, maxWrite: r.initOut.maxWrite, passthrough: r.passthrough, initOut: r.initOut };
-}
 
 const getattr = (unique: bigint): Buffer => request(Opcode.GETATTR, unique, 1n, [getattrIn(0, 0n)]);
 const interrupt = (unique: bigint, target: bigint): Buffer => request(Opcode.INTERRUPT, unique, 0n, [u64In(target)]);
@@ -44,7 +39,7 @@ for (const lookFirst of [true, false]) {
   test(`INTERRUPT aborts the request's signal (${lookFirst ? 'looked at before' : 'first looked at after'} the interrupt)`, async (t) => {
     let entered!: () => void;
     const inHandler = new Promise<void>((r) => (entered = r));
-    const s = socketServer(waitingOps(lookFirst, entered), { resume: settled() });
+    const s = socketServer(waitingOps(lookFirst, entered), { resume: settledInit() });
     t.after(() => s.close());
     s.send(getattr(10n));
     await inHandler;
@@ -63,7 +58,7 @@ test('a request nobody interrupts keeps an unaborted signal, made only when look
       return replyAttr(req.header.unique, { attrValid: 0n, attr: { ino: 1n, size: 0n, blocks: 0n, atime: 0n, mtime: 0n, ctime: 0n, atimensec: 0, mtimensec: 0, ctimensec: 0, mode: 0o40755, nlink: 2, uid: 0, gid: 0, rdev: 0, blksize: 4096, flags: 0 } });
     },
   };
-  const s = socketServer(ops, { resume: settled() });
+  const s = socketServer(ops, { resume: settledInit() });
   t.after(() => s.close());
   s.send(interrupt(21n, 99n)); // for a request that is not in flight: ignored
   s.send(getattr(20n));

@@ -9,14 +9,13 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FUSE_UNIQUE_RESEND, InitFlags, Opcode } from '../../kernel/abi.ts';
-import { negotiateInit } from '../../client/fuse/codec.ts';
 import type { SessionInit } from '../../client/fuse/server.ts';
 import { decodeSessionInit } from '../../client/fuse/session-init.ts';
 import { encodeIntent, intentOf } from '../../client/fuse/replay.ts';
 import { parseRequest } from '../../client/fuse/codec.ts';
 import type { SessionLink } from '../../client/session.ts';
 import { MemFs, S_IFDIR } from './fixtures/memfs.ts';
-import { socketServer, type SocketServer } from './fixtures/socket-server.ts';
+import { settledInit, socketServer, type SocketServer } from './fixtures/socket-server.ts';
 import { cstr, initIn, mkdirIn, request } from './fixtures/fuse-builder.ts';
 
 const R = FUSE_UNIQUE_RESEND;
@@ -54,11 +53,6 @@ function recordingLink(): Recorded {
   return link;
 }
 
-function settled(): SessionInit {
-  const r = negotiateInit({ major: 7, minor: 45, maxReadahead: 65536, flags: InitFlags.INIT_EXT | InitFlags.HAS_RESEND }, { flags: InitFlags.HAS_RESEND, maxWrite: 4096 });
-  assert.ok(r.ok);
-  return { minor: r.minor, flags: r.flags, maxWrite: r.initOut.maxWrite, passthrough: r.passthrough, initOut: r.initOut };
-}
 
 async function withServer(s: SocketServer, f: () => Promise<void>): Promise<void> {
   try {
@@ -92,7 +86,7 @@ describe('FuseServer with a session link', () => {
     const d = fs.add(1n, 'd', S_IFDIR | 0o755);
     const link = recordingLink();
     const inits: SessionInit[] = [];
-    const resume = settled();
+    const resume = settledInit();
     const s = socketServer(fs, { resume, link, onInit: (i) => inits.push(i) });
     await withServer(s, async () => {
       assert.deepEqual(inits, [resume]);
@@ -107,7 +101,7 @@ describe('FuseServer with a session link', () => {
   test('a mkdir runs after its intent record is out, and the record goes after the reply is written', async () => {
     const fs = new MemFs();
     const link = recordingLink();
-    const s = socketServer(fs, { resume: settled(), link });
+    const s = socketServer(fs, { resume: settledInit(), link });
     let callsWhenRun: string[] = [];
     let replyAtDelete: Buffer | undefined;
     const mkdir = fs.mkdir;
@@ -142,7 +136,7 @@ describe('FuseServer with a session link', () => {
     ]);
     const link = recordingLink();
     const replayed: bigint[] = [];
-    const s = socketServer(fs, { resume: settled(), link, checkpoint, onReplayed: (u) => replayed.push(u) });
+    const s = socketServer(fs, { resume: settledInit(), link, checkpoint, onReplayed: (u) => replayed.push(u) });
     await withServer(s, async () => {
       s.send(mkdirReq(8n | R, 'd'));
       const reply = await s.reply();
