@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   handover: () => import('./handover.ts'),
   failover: () => import('./failover.ts'),
   dispatch: () => import('./dispatch.ts'),
+  reap: () => import('./reap.ts'),
 };
 const names = process.argv.slice(2);
 if (names.length === 0 || names.some((n) => !benches[n])) {

@@ -28,6 +28,7 @@ export function pidfdSendSignal(pidfd: number, signal: NodeJS.Signals | number):
 }
 
 /** include/uapi/linux/sched.h */
+const SCHED_NORMAL = 0;
 const SCHED_IDLE = 5;
 /** struct sched_param: sched_priority, 0 for every policy but the real-time ones. */
 const NO_PRIORITY = Buffer.alloc(4);
@@ -40,4 +41,12 @@ const NO_PRIORITY = Buffer.alloc(4);
  */
 export function setIdleScheduling(tid: number): void {
   if (sys.sched_setscheduler(tid, SCHED_IDLE, NO_PRIORITY) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_IDLE for thread ${tid}`);
+}
+
+/**
+ * Moves thread `tid` back to SCHED_NORMAL (from SCHED_IDLE, setIdleScheduling). Throws
+ * `NativeError` (`ESRCH` once the thread is gone, `EPERM` without CAP_SYS_NICE over it).
+ */
+export function setNormalScheduling(tid: number): void {
+  if (sys.sched_setscheduler(tid, SCHED_NORMAL, NO_PRIORITY) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_NORMAL for thread ${tid}`);
 }

@@ -3,7 +3,7 @@
 // connection corrupt it, and probing for unreported ids is only safe while nobody can
 // allocate new ones.
 import { readdirSync, readFileSync } from 'node:fs';
-import { pidfdSendSignal, setIdleScheduling, NativeError } from '../native/index.ts';
+import { pidfdSendSignal, setIdleScheduling, setNormalScheduling, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
 import { FuseKernelError } from '../kernel/errors.ts';
 import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
@@ -112,26 +112,48 @@ export function scanThreads(pid: number): ThreadScan {
 }
 
 /**
- * Moves exiting threads `tids` (scanThreads) to SCHED_IDLE; returns how many it moved. An
+ * Moves exiting threads `tids` (scanThreads) to SCHED_IDLE; returns the ones it moved. An
  * exiting thread never returns to user space, and what is left of its exit is kernel work
  * nobody waits for: the last thread of a process frees its memory (milliseconds for a Node
  * daemon), and only then closes its fds. On a kernel without forced preemption that work
  * keeps its CPU while whatever wakes there (the supervisor, the new owner, the applications
  * it answers) waits, possibly until the load balancer moves it. A thread gone meanwhile is
- * skipped.
+ * skipped. Move them back (restoreThreads) once the hand-over is sent: see there.
  */
-export function yieldExitingThreads(tids: readonly number[]): number {
-  let moved = 0;
+export function yieldExitingThreads(tids: readonly number[]): number[] {
+  const moved: number[] = [];
   for (const tid of tids) {
     try {
       setIdleScheduling(tid);
-      moved++;
+      moved.push(tid);
     } catch {
       // ESRCH (it finished exiting) or EPERM (another uid, no CAP_SYS_NICE): the exit goes on
       // at its own pace either way.
     }
   }
   return moved;
+}
+
+/**
+ * Moves threads `tids` that yieldExitingThreads idled back to SCHED_NORMAL; returns how many
+ * were still there. The last thread of a process signals its parent and then, still exiting,
+ * drops its /proc entries; the parent's wait4() meanwhile drops the process's, and waits in a
+ * loop for dentries the thread holds. Left SCHED_IDLE, that thread hardly runs while the
+ * parent spins on its CPU: reaping took the parent up to 390 ms of CPU on the failover bench
+ * (bench/reap.ts measures it). Call it while the process is not reaped, so that the thread
+ * ids are still its own.
+ */
+export function restoreThreads(tids: Iterable<number>): number {
+  let restored = 0;
+  for (const tid of tids) {
+    try {
+      setNormalScheduling(tid);
+      restored++;
+    } catch {
+      // ESRCH: it has finished exiting.
+    }
+  }
+  return restored;
 }
 
 /**

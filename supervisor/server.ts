@@ -66,7 +66,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, scanThreads, yieldExitingThreads } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, restoreThreads, scanThreads, yieldExitingThreads } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -310,21 +310,29 @@ export class Supervisor {
    * once instead of at EOF. A thread the scheduler has not run since the signal is not
    * exiting yet; the threads are looked at again at each further exit event and every
    * millisecond, for a while (EOF comes anyway). Threads already exiting go to SCHED_IDLE at
-   * each look: they compete for the CPU with the threads that still have to get there.
+   * each look: they compete for the CPU with the threads that still have to get there, and
+   * with this process. They go back to SCHED_NORMAL shortly after (#restoreIdledSoon).
    */
   #ownerDying(s: LiveSession, owner: Owner, exitCode: number, retry = false): void {
     if (s.owner !== owner || owner.exited || owner.connection === null) {
       this.#dyingOwners.delete(owner);
+      this.#restoreIdledSoon(owner);
       return;
     }
     const scan = scanThreads(owner.pid);
-    yieldExitingThreads(scan.exiting);
+    const idled = yieldExitingThreads(scan.exiting);
+    if (idled.length > 0) {
+      const known = this.#idledThreads.get(owner);
+      if (known) for (const tid of idled) known.add(tid);
+      else this.#idledThreads.set(owner, new Set(idled));
+    }
     if (scan.others > 0) {
       const left = this.#dyingOwners.get(owner);
       // One chain of retries per owner; an exit event in between only looks once more.
       if (left !== undefined && !retry) return;
       if (left === 0) {
         this.#dyingOwners.delete(owner);
+        this.#restoreIdledSoon(owner);
         return;
       }
       this.#dyingOwners.set(owner, (left ?? DYING_RETRIES) - 1);
@@ -332,12 +340,32 @@ export class Supervisor {
       return;
     }
     this.#dyingOwners.delete(owner);
+    this.#restoreIdledSoon(owner);
     const conn = this.#conns.get(owner.connection);
     if (!conn) return;
     while (!conn.closed && this.#receiveOne(conn));
     // exit_code is a wait status: the signal in the low 7 bits, else exit(n) as n << 8.
     const signal = exitCode & 0x7f;
     this.#disconnect(conn, `its process is exiting (${signal !== 0 ? `signal ${signal}` : `status ${exitCode >> 8}`})`);
+  }
+
+  /** Threads of dying owners on SCHED_IDLE (#ownerDying). */
+  readonly #idledThreads = new Map<Owner, Set<number>>();
+
+  /**
+   * Moves `owner`'s idled threads back to SCHED_NORMAL a millisecond from now (restoreThreads
+   * says why), unless it has exited meanwhile (then they are gone). The hand-over is sent by
+   * then, and the new owner has had that millisecond to start serving before the rest of the
+   * old one's teardown competes with it for the CPU; the teardown of a Node daemon takes
+   * longer, so the parent has not reaped it yet.
+   */
+  #restoreIdledSoon(owner: Owner): void {
+    if (!this.#idledThreads.has(owner)) return;
+    setTimeout(() => {
+      const tids = this.#idledThreads.get(owner);
+      this.#idledThreads.delete(owner);
+      if (tids && !owner.exited) restoreThreads(tids);
+    }, 1);
   }
 
   #closeExitEvents(): void {

@@ -3,12 +3,12 @@
 // every thread of it is exiting soon after (a thread the scheduler has not run since the
 // signal is not exiting yet, so not always at the first event) while it still holds its
 // fds (they close after its memory is freed); a dead process that is not yet reaped is
-// exiting too. Such a process's threads can still be moved to SCHED_IDLE.
+// exiting too. Such a process's threads can still be moved to SCHED_IDLE (and back).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { isExiting, scanThreads, threadsExiting, yieldExitingThreads } from '../../supervisor/recovery.ts';
+import { isExiting, restoreThreads, scanThreads, threadsExiting, yieldExitingThreads } from '../../supervisor/recovery.ts';
 import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil } from './helpers/supervisor.ts';
 
@@ -53,7 +53,7 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
       poll!.close();
       poll = undefined;
       clearInterval(timer);
-      const yielded = yieldExitingThreads(scanThreads(pid).exiting);
+      const yielded = yieldExitingThreads(scanThreads(pid).exiting).length;
       resolve({ exit: first, fds: openFds(pid), yielded, policies: schedPolicies(pid) });
     };
     poll = watchFd(events, { readable: true }, () => {
@@ -71,7 +71,7 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
   await new Promise((r) => child.once('exit', r));
 });
 
-test('yieldExitingThreads moves every thread it is given to SCHED_IDLE', async (t) => {
+test('yieldExitingThreads moves every thread it is given to SCHED_IDLE, restoreThreads moves them back', async (t) => {
   const child = spawn(process.execPath, ['-e', 'console.log("ready");setInterval(()=>{},1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
   t.after(() => child.kill('SIGKILL'));
   await new Promise((r) => child.stdout!.once('data', r));
@@ -79,9 +79,11 @@ test('yieldExitingThreads moves every thread it is given to SCHED_IDLE', async (
   const threads = tids.length;
   assert.ok(threads > 1, 'Node runs several threads');
   assert.ok(schedPolicies(child.pid!).every((p) => p === SCHED_NORMAL));
-  assert.equal(yieldExitingThreads(tids), threads);
+  assert.deepEqual(yieldExitingThreads(tids), tids);
   assert.deepEqual(schedPolicies(child.pid!), Array(threads).fill(SCHED_IDLE));
-  assert.equal(yieldExitingThreads([0x7fffffff]), 0, 'no such thread: nothing moved, no error');
+  assert.deepEqual(yieldExitingThreads([0x7fffffff]), [], 'no such thread: nothing moved, no error');
+  assert.equal(restoreThreads([...tids, 0x7fffffff]), threads, 'every thread moved back; no such thread: no error');
+  assert.deepEqual(schedPolicies(child.pid!), Array(threads).fill(SCHED_NORMAL));
 });
 
 test('a zombie (exited, not reaped) is exiting and has no fd in any thread', async (t) => {
