@@ -25,6 +25,7 @@ export class BackingJournal {
   /** A hand-over is not settled yet: the INHERITED and ADOPTED tags are meaningful. */
   #handingOver = false;
   #adopted = 0;
+  #version = 0;
 
   /** Restores a journal from entries and the highest id ever reported (both from saved state). */
   static from(entries: Iterable<JournalEntry> | JournalEntries, highestReported = 0): BackingJournal {
@@ -40,6 +41,7 @@ export class BackingJournal {
   /** Records an id the owner opened. A reused id replaces the stale entry (and keeps its hand-over tag). */
   open(entry: JournalEntry): void {
     this.#store.set(entry);
+    this.#version++;
     if (entry.id > this.#highestReported) this.#highestReported = entry.id;
   }
 
@@ -49,13 +51,16 @@ export class BackingJournal {
    */
   openWire(src: Buffer, offset: number): void {
     this.#store.setWire(src, offset);
+    this.#version++;
     const id = src.readUInt32LE(offset);
     if (id > this.#highestReported) this.#highestReported = id;
   }
 
   /** Records an id the owner closed; unknown ids are ignored (the close may be a replay). */
   close(id: number): boolean {
-    return this.#store.delete(id);
+    if (!this.#store.delete(id)) return false;
+    this.#version++;
+    return true;
   }
 
   has(id: number): boolean {
@@ -102,6 +107,12 @@ export class BackingJournal {
   /** Forgets every id (after CLOSE_ALL). `highestReported` is kept: the allocator's cursor moved on. */
   clear(): void {
     this.#store.clear();
+    this.#version++;
+  }
+
+  /** Changes whenever the live entries change (not their hand-over tags): `current()` is the same while it does not. */
+  get version(): number {
+    return this.#version;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -337,6 +337,7 @@ export class Supervisor {
       }
       this.#dyingOwners.set(owner, (left ?? DYING_RETRIES) - 1);
       setTimeout(() => this.#ownerDying(s, owner, exitCode, true), 1);
+      if (left === undefined) this.#prepareJournalFile(s);
       return;
     }
     this.#dyingOwners.delete(owner);
@@ -366,6 +367,45 @@ export class Supervisor {
       this.#idledThreads.delete(owner);
       if (tids && !owner.exited) restoreThreads(tids);
     }, 1);
+  }
+
+  /** Sealed journal files written ahead of a hand-over (#prepareJournalFile), per session. */
+  readonly #preparedJournals = new Map<LiveSession, { fd: number; journal: BackingJournal; version: number }>();
+
+  /**
+   * Writes the sealed memfd of `s`'s journal for the standby about to take it over, while the
+   * dying owner's threads are still on their way out: a journal of 100k ids is 2 MB, about
+   * 1 ms to write, which #sendResumed then takes instead. It is thrown away if the journal
+   * changes first (the owner's last frames, closes of ids nobody adopted). Only for the
+   * journal strategy with a standby waiting; without a memfd now, #sendResumed tries again.
+   */
+  #prepareJournalFile(s: LiveSession): void {
+    if (!this.kernel.passthrough || this.kernel.closeAll || s.standbys.length === 0 || !journalGoesInFile(s.journal.size)) return;
+    this.#dropPreparedJournal(s);
+    try {
+      const fd = createSealedFile(`fusekeeper-journal-${s.name}`, s.journal.current().bytes);
+      this.#preparedJournals.set(s, { fd, journal: s.journal, version: s.journal.version });
+    } catch {
+      // EMFILE, ENOMEM: #sendResumed writes it then, or sends frames.
+    }
+  }
+
+  /** The prepared journal file of `s` if it still holds the journal's entries (the caller owns it), else -1. */
+  #takePreparedJournal(s: LiveSession): number {
+    const p = this.#preparedJournals.get(s);
+    if (!p || p.journal !== s.journal || p.version !== s.journal.version) {
+      this.#dropPreparedJournal(s);
+      return -1;
+    }
+    this.#preparedJournals.delete(s);
+    return p.fd;
+  }
+
+  #dropPreparedJournal(s: LiveSession): void {
+    const p = this.#preparedJournals.get(s);
+    if (!p) return;
+    this.#preparedJournals.delete(s);
+    closeFd(p.fd);
   }
 
   #closeExitEvents(): void {
@@ -1135,9 +1175,10 @@ export class Supervisor {
    * in sealed memfds (JOURNAL_FILE, CHECKPOINT_FILE): one fd each instead of a frame per 3275
    * entries or per key, which the peer would have to receive and decode one by one, and which
    * this process would hold queued meanwhile. Without a memfd (EMFILE, ENOMEM) they go in
-   * frames.
+   * frames. `preparedJournal` (#takePreparedJournal: the journal file written already, or -1)
+   * is this method's to close.
    */
-  #sendResumed(conn: Conn, requestId: number, s: LiveSession, strategy: CleanupStrategy): { checkpoint: 'file' | 'frames'; journal: 'file' | 'frames' } {
+  #sendResumed(conn: Conn, requestId: number, s: LiveSession, strategy: CleanupStrategy, preparedJournal: number): { checkpoint: 'file' | 'frames'; journal: 'file' | 'frames' } {
     const state = { acquired: { type: 'acquired' as const, generation: s.generation, resumed: true, strategy }, initParams: s.init, checkpoint: s.checkpoint, journal: s.journal.current() };
     const sealed = (what: 'checkpoint' | 'journal', contents: () => Buffer): number => {
       try {
@@ -1148,7 +1189,8 @@ export class Supervisor {
       }
     };
     const checkpointFile = checkpointGoesInFile(state.checkpoint.size) ? sealed('checkpoint', () => encodeCheckpointFile(state.checkpoint)) : -1;
-    const journalFile = journalGoesInFile(state.journal.length) ? sealed('journal', () => state.journal.bytes) : -1;
+    const journalFile = journalGoesInFile(state.journal.length) ? (preparedJournal >= 0 ? preparedJournal : sealed('journal', () => state.journal.bytes)) : -1;
+    if (journalFile !== preparedJournal && preparedJournal >= 0) closeFd(preparedJournal);
     try {
       const frames = encodeAcquireSequence(requestId, state, { checkpointFile: checkpointFile >= 0, journalFile: journalFile >= 0 });
       const fds = { 'fuse-device': s.fd, 'checkpoint-file': checkpointFile, 'journal-file': journalFile };
@@ -1215,7 +1257,8 @@ export class Supervisor {
       this.#setOwner(s, conn);
       conn.acquiring = false;
       lap('newOwner');
-      const sentAs = this.#sendResumed(conn, requestId, s, cleanup.strategy);
+      const preparedJournal = this.#takePreparedJournal(s);
+      const sentAs = this.#sendResumed(conn, requestId, s, cleanup.strategy, preparedJournal);
       lap('send');
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       s.lastRecovery = { at: new Date().toISOString(), durationUs: Math.round(durationUs), generation: s.generation, fenced, cleanup, resent };
@@ -1225,7 +1268,7 @@ export class Supervisor {
       this.#metrics.backingIds('probed', cleanup.probed);
       if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
       this.#log.info(
-        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, stepsUs },
+        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, journalPrepared: preparedJournal >= 0, stepsUs },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
       );
     } catch (err) {
@@ -1235,6 +1278,7 @@ export class Supervisor {
       this.#reply(conn, requestId, errorMessage('EIO', `recovery of ${s.name} failed: ${(err as Error).message}`));
     } finally {
       if (old) this.#drainedOwners.delete(old);
+      this.#dropPreparedJournal(s);
       s.recovering = false;
       this.#gauges();
     }
@@ -1471,6 +1515,7 @@ export class Supervisor {
     if (ownerConn) ownerConn.session = null;
     this.#forgetOwner(s);
     this.#finishPendingCloses(s);
+    this.#dropPreparedJournal(s);
     closeFd(s.fd);
     this.#sessions.delete(s.name);
     this.#gauges();

@@ -321,3 +321,33 @@ test('BackingJournal: restores from packed entries, JOURNAL_OPEN wire bytes, sna
   assert.equal(j.size, 0);
   assert.equal(j.highestReported, MAX_BACKING_ID);
 });
+
+test('BackingJournal.version changes with the live entries, not with the hand-over tags', () => {
+  const j = new BackingJournal();
+  const seen = [j.version];
+  const changed = (what: string): void => {
+    assert.ok(!seen.includes(j.version), `${what} changes the version`);
+    seen.push(j.version);
+  };
+  const same = (what: string): void => assert.equal(j.version, seen.at(-1), `${what} keeps the version`);
+  j.open({ id: 1, dev: 1n, ino: 1n });
+  changed('open');
+  j.open({ id: 1, dev: 1n, ino: 2n });
+  changed('re-journaling an id');
+  const frame = Buffer.alloc(20);
+  frame.writeUInt32LE(2, 0);
+  j.openWire(frame, 0);
+  changed('openWire');
+  const bytes = Buffer.from(j.current().bytes);
+  j.handOver();
+  j.adopt([1]);
+  j.settle();
+  same('handOver, adopt and settle');
+  assert.deepEqual(j.current().bytes, bytes, 'and the entries are the same bytes');
+  assert.equal(j.close(7), false);
+  same('closing an id that is not journaled');
+  j.close(2);
+  changed('close');
+  j.clear();
+  changed('clear');
+});
