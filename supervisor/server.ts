@@ -317,6 +317,7 @@ export class Supervisor {
     if (s.owner !== owner || owner.exited || owner.connection === null) {
       this.#dyingOwners.delete(owner);
       this.#restoreIdledSoon(owner);
+      if (!s.recovering) this.#dropPreparedJournal(s);
       return;
     }
     const scan = scanThreads(owner.pid);
@@ -333,6 +334,7 @@ export class Supervisor {
       if (left === 0) {
         this.#dyingOwners.delete(owner);
         this.#restoreIdledSoon(owner);
+        this.#dropPreparedJournal(s);
         return;
       }
       this.#dyingOwners.set(owner, (left ?? DYING_RETRIES) - 1);
@@ -348,6 +350,8 @@ export class Supervisor {
     // exit_code is a wait status: the signal in the low 7 bits, else exit(n) as n << 8.
     const signal = exitCode & 0x7f;
     this.#disconnect(conn, `its process is exiting (${signal !== 0 ? `signal ${signal}` : `status ${exitCode >> 8}`})`);
+    // No standby took the session (#recover would be running): nobody to send the file to.
+    if (!s.recovering) this.#dropPreparedJournal(s);
   }
 
   /** Threads of dying owners on SCHED_IDLE (#ownerDying). */
@@ -376,8 +380,9 @@ export class Supervisor {
    * Writes the sealed memfd of `s`'s journal for the standby about to take it over, while the
    * dying owner's threads are still on their way out: a journal of 100k ids is 2 MB, about
    * 1 ms to write, which #sendResumed then takes instead. It is thrown away if the journal
-   * changes first (the owner's last frames, closes of ids nobody adopted). Only for the
-   * journal strategy with a standby waiting; without a memfd now, #sendResumed tries again.
+   * changes first (the owner's last frames, closes of ids nobody adopted), and closed if no
+   * hand-over follows the decision. Only for the journal strategy with a standby waiting;
+   * without a memfd now, #sendResumed tries again.
    */
   #prepareJournalFile(s: LiveSession): void {
     if (!this.kernel.passthrough || this.kernel.closeAll || s.standbys.length === 0 || !journalGoesInFile(s.journal.size)) return;
