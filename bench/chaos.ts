@@ -34,7 +34,7 @@ import { connectSupervisor, type SupervisorClient } from '../client/supervisor.t
 import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, waitUntil, unmountUnder, hermeticEnv, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, anyLatency, metaLatency, PROBE_OPS } from './probe.ts';
-import { summarize, writeResult } from './lib.ts';
+import { summarizeRounded, writeResult } from './lib.ts';
 import { setXattr, NativeError } from '../native/index.ts';
 import { mulberry32 } from '../test/unit/fixtures/prng.ts';
 
@@ -361,7 +361,7 @@ function resumeSteps(output: string): Record<string, number> {
 
 /** n/min/median/p99/max, rounded to 0.01. */
 function stats(xs: number[]): Record<string, number> {
-  return Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : Math.round(v * 100) / 100]));
+  return summarizeRounded(xs);
 }
 
 /** stats() of each step over the records that have it. */

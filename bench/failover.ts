@@ -37,7 +37,7 @@ import { pidfdOpen, watchFd, closeFd } from '../native/index.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, waitUntil, mountSpec, tempDir, hermeticEnv, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
-import { cpuStalls, summarize, writeResult } from './lib.ts';
+import { cpuStalls, summarizeRounded, writeResult } from './lib.ts';
 import { EAGER_COMPILE_FLAGS } from '../bin/warm-code.js';
 
 const MIRRORFS = join(ROOT, 'bin/fusekeeper-mirrorfs.js');
@@ -94,7 +94,7 @@ aborted.catch(() => {});
 const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
 
 const round2 = (x: number): number => Math.round(x * 100) / 100;
-const stats = (xs: number[]): Record<string, number> => Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : round2(v)]));
+const stats = (xs: number[]): Record<string, number> => summarizeRounded(xs);
 const ms = (ns: number | bigint): number => Number(ns) / 1e6;
 
 function rssOf(pid: number): { rssMiB: number; peakMiB: number } {

@@ -24,7 +24,7 @@ import { decodeMessage, encodeMessage, MAX_MESSAGE, type ControlMessage } from '
 import { connectSupervisor, type SupervisorClient } from '../client/supervisor.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, mountSpec, waitUntil, ROOT } from '../test/kernel/helpers/supervisor.ts';
-import { summarize, writeResult } from './lib.ts';
+import { summarizeRounded, writeResult } from './lib.ts';
 
 const ROUNDS = Number(process.env.HANDOVER_ROUNDS ?? 50);
 const JOURNAL_SIZES = [0, 1000, 10_000];
@@ -159,8 +159,7 @@ async function round(admin: SupervisorClient, socket: string, dir: string, files
   }
 }
 
-const round1 = (x: number): number => Math.round(x * 10) / 10;
-const stats = (xs: number[]): Record<string, number> => Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : round1(v)]));
+const stats = (xs: number[]): Record<string, number> => summarizeRounded(xs, 1);
 
 export async function run(): Promise<void> {
   const sup = await startSupervisor();

@@ -29,6 +29,13 @@ export function summarize(samples: number[]): { n: number; min: number; median: 
   return { n, min: s[0]!, median, p99: s[Math.ceil(0.99 * n) - 1]!, max: s[n - 1]! };
 }
 
+/** `summarize`, every figure but `n` rounded to `decimals` places (for results files and tables). */
+export function summarizeRounded(samples: number[], decimals = 2): Record<'n' | 'min' | 'median' | 'p99' | 'max', number> {
+  const scale = 10 ** decimals;
+  const s = summarize(samples);
+  return { n: s.n, min: Math.round(s.min * scale) / scale, median: Math.round(s.median * scale) / scale, p99: Math.round(s.p99 * scale) / scale, max: Math.round(s.max * scale) / scale };
+}
+
 /**
  * Writes `bench/results/<name>.json` (or into $FUSEKEEPER_BENCH_RESULTS: a benchmark run in
  * the VM, whose checkout is read-only) with the machine's description and prints where.

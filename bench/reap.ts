@@ -21,7 +21,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { restoreThreads, scanThreads, yieldExitingThreads } from '../supervisor/recovery.ts';
-import { summarize, writeResult, cpuStalls } from './lib.ts';
+import { summarize, summarizeRounded, writeResult, cpuStalls } from './lib.ts';
 
 type Side = 'as-is' | 'idled' | 'restored';
 const SIDES: Side[] = ['as-is', 'idled', 'restored'];
@@ -73,15 +73,13 @@ async function measure(rounds: number, phase: string): Promise<Record<string, un
     process.stdout.write(`\rreap (${phase}): ${i + 1}/${rounds} rounds per side`);
   }
   process.stdout.write('\n');
-  const r2 = (x: number): number => Math.round(x * 100) / 100;
-  const sum = (xs: number[]): Record<string, number> => Object.fromEntries(Object.entries(summarize(xs)).map(([k, v]) => [k, k === 'n' ? v : r2(v)]));
   const figures: Record<string, unknown> = {};
   for (const side of SIDES) {
     const s = samples[side];
-    figures[side] = { parentSystemMs: sum(s.systemMs), killToReapedMs: sum(s.wallMs), threadsIdledMedian: summarize(s.idled).median };
-    const sys = summarize(s.systemMs);
-    const wall = summarize(s.wallMs);
-    console.log(`  ${side.padEnd(8)} parent system CPU ms: median ${r2(sys.median)} p99 ${r2(sys.p99)} max ${r2(sys.max)}; kill -> reaped ms: median ${r2(wall.median)} p99 ${r2(wall.p99)} max ${r2(wall.max)}`);
+    const sys = summarizeRounded(s.systemMs);
+    const wall = summarizeRounded(s.wallMs);
+    figures[side] = { parentSystemMs: sys, killToReapedMs: wall, threadsIdledMedian: summarize(s.idled).median };
+    console.log(`  ${side.padEnd(8)} parent system CPU ms: median ${sys.median} p99 ${sys.p99} max ${sys.max}; kill -> reaped ms: median ${wall.median} p99 ${wall.p99} max ${wall.max}`);
   }
   return figures;
 }

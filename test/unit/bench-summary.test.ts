@@ -1,7 +1,7 @@
 // The percentiles every benchmark reports (bench/lib.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { summarize } from '../../bench/lib.ts';
+import { summarize, summarizeRounded } from '../../bench/lib.ts';
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => n - i); // n..1, unsorted
 
@@ -20,4 +20,9 @@ test('an empty sample has no figures', () => {
   const s = summarize([]);
   assert.equal(s.n, 0);
   assert.ok([s.min, s.median, s.p99, s.max].every(Number.isNaN));
+});
+
+test('summarizeRounded rounds every figure but n, to 2 places unless told', () => {
+  assert.deepEqual(summarizeRounded([1.234, 2.345, 3.456]), { n: 3, min: 1.23, median: 2.35, p99: 3.46, max: 3.46 });
+  assert.deepEqual(summarizeRounded([1.26, 2.34], 1), { n: 2, min: 1.3, median: 1.8, p99: 2.3, max: 2.3 });
 });
