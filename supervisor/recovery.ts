@@ -121,17 +121,7 @@ export function scanThreads(pid: number): ThreadScan {
  * skipped. Move them back (restoreThreads) once the hand-over is sent: see there.
  */
 export function yieldExitingThreads(tids: readonly number[]): number[] {
-  const moved: number[] = [];
-  for (const tid of tids) {
-    try {
-      setIdleScheduling(tid);
-      moved.push(tid);
-    } catch {
-      // ESRCH (it finished exiting) or EPERM (another uid, no CAP_SYS_NICE): the exit goes on
-      // at its own pace either way.
-    }
-  }
-  return moved;
+  return setEachThread(tids, setIdleScheduling);
 }
 
 /**
@@ -144,16 +134,25 @@ export function yieldExitingThreads(tids: readonly number[]): number[] {
  * ids are still its own.
  */
 export function restoreThreads(tids: Iterable<number>): number {
-  let restored = 0;
+  return setEachThread(tids, setNormalScheduling).length;
+}
+
+/**
+ * Applies a scheduling change to each of `tids`; returns the ones it reached. A thread that
+ * has finished exiting (ESRCH) or belongs to another uid (EPERM: the unit grants no
+ * CAP_SYS_NICE) is skipped: its exit goes on at its own pace either way.
+ */
+function setEachThread(tids: Iterable<number>, set: (tid: number) => void): number[] {
+  const reached: number[] = [];
   for (const tid of tids) {
     try {
-      setNormalScheduling(tid);
-      restored++;
+      set(tid);
+      reached.push(tid);
     } catch {
-      // ESRCH: it has finished exiting.
+      // ESRCH or EPERM, as above.
     }
   }
-  return restored;
+  return reached;
 }
 
 /**
