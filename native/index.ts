@@ -9,3 +9,4 @@ export * from './pidfd.ts';
 export * from './files.ts';
 export * from './memfd.ts';
 export * from './procevents.ts';
+export * from './timer.ts';

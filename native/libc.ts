@@ -31,6 +31,8 @@ export const sys = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   syscall: libc.func('long syscall(long number, ...)'),
   sched_setscheduler: libc.func('int sched_setscheduler(int pid, int policy, const void *param)'),
+  timerfd_create: libc.func('int timerfd_create(int clockid, int flags)'),
+  timerfd_settime: libc.func('int timerfd_settime(int fd, int flags, const void *newValue, void *oldValue)'),
   poll: libc.func('int poll(_Inout_ void *fds, unsigned long nfds, int timeout)'),
   mknod: libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
   renameat2: libc.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)'),
