@@ -27,6 +27,7 @@ import {
   setNonBlocking,
   subscribeThreadExits,
   readThreadExits,
+  FineTimer,
   NativeError,
   type PeerCredentials,
   type PollEvents,
@@ -139,8 +140,14 @@ const SEND_BUFFER = 512 * 1024;
 /** Unadopted backing ids closed per event-loop turn after ADOPTED. */
 const CLOSE_CHUNK = 2048;
 
-/** How many times, a millisecond apart, #ownerDying looks again at a dying owner's threads. */
-const DYING_RETRIES = 50;
+/** How long #ownerDying keeps looking again at a dying owner's threads, ns. */
+const DYING_LOOK_NS = 50_000_000n;
+/**
+ * The pause between two looks at a dying owner's threads, ns: at least this, and at least 4
+ * times what the last look took, so that looking costs at most a fifth of a CPU however many
+ * threads the owner has (a look reads /proc once per thread).
+ */
+const DYING_LOOK_PAUSE_NS = 200_000;
 
 interface Conn {
   id: number;
@@ -210,8 +217,12 @@ export class Supervisor {
   #exitEventsBuf: Buffer | null = null;
   /** Why thread exit events are off (null: on). */
   #exitEventsOff: string | null = null;
-  /** Owners reported exiting whose threads are not all exiting yet, with the retries left (see #ownerDying). */
-  readonly #dyingOwners = new Map<Owner, number>();
+  /** Owners reported exiting whose threads are not all exiting or parked yet, and until when to look (#ownerDying). */
+  readonly #dyingOwners = new Map<Owner, { session: LiveSession; exitCode: number; until: bigint }>();
+  /** Wakes #lookAtDyingOwners; exists while exit events are on. */
+  #dyingTimer: FineTimer | null = null;
+  /** What the last look at a dying owner's threads took, ns. */
+  #lastLookNs = 0;
 
   constructor(opts: SupervisorOptions) {
     this.config = opts.config;
@@ -282,6 +293,12 @@ export class Supervisor {
     }
     this.#exitEventsBuf = Buffer.alloc(64 * 1024);
     this.#exitEventsPoll = watchFd(this.#exitEventsFd, { readable: true }, () => this.#onThreadExits());
+    try {
+      this.#dyingTimer = new FineTimer(() => this.#lookAtDyingOwners());
+    } catch (err) {
+      this.#closeExitEvents();
+      this.#exitEventsOff = (err as Error).message;
+    }
   }
 
   #onThreadExits(): void {
@@ -305,44 +322,49 @@ export class Supervisor {
 
   /**
    * A thread of `owner` exited with a non-zero code: a fatal signal or exit(n) is taking the
-   * whole process down. Once every thread of it is exiting, it can send nothing more: its
-   * frames still queued are applied and its connection closed, which orphans the session at
-   * once instead of at EOF. A thread the scheduler has not run since the signal is not
-   * exiting yet; the threads are looked at again at each further exit event and every
-   * millisecond, for a while (EOF comes anyway). Threads already exiting go to SCHED_IDLE at
-   * each look: they compete for the CPU with the threads that still have to get there, and
-   * with this process. They go back to SCHED_NORMAL shortly after (#restoreIdledSoon).
+   * whole process down. Once every thread of it is exiting or parked (scanThreads), it sends
+   * nothing more and touches /dev/fuse no more: its frames still queued are applied and its
+   * connection closed, which orphans the session at once instead of at EOF. A thread that
+   * is on a CPU at a look is neither yet; the threads are looked at again at each further
+   * exit event and every DYING_LOOK_PAUSE_NS, for a while (EOF comes anyway). The last thread
+   * to exit reports no event until it has freed the process's memory. Threads already
+   * exiting go to SCHED_IDLE at each look: they compete for the CPU with the threads that
+   * still have to get there, and with this process. They go back to SCHED_NORMAL shortly
+   * after (#restoreIdledSoon).
    */
-  #ownerDying(s: LiveSession, owner: Owner, exitCode: number, retry = false): void {
+  #ownerDying(s: LiveSession, owner: Owner, exitCode: number): void {
     if (s.owner !== owner || owner.exited || owner.connection === null) {
       this.#dyingOwners.delete(owner);
       this.#restoreIdledSoon(owner);
       if (!s.recovering) this.#dropPreparedJournal(s);
       return;
     }
+    const lookedAt = process.hrtime.bigint();
     const scan = scanThreads(owner.pid);
-    const idled = yieldExitingThreads(scan.exiting);
+    // Parked threads still have to run to exit; once nothing else is left, they are idled too.
+    const idled = yieldExitingThreads(scan.others > 0 ? scan.exiting : [...scan.exiting, ...scan.parked]);
     if (idled.length > 0) {
       const known = this.#idledThreads.get(owner);
       if (known) for (const tid of idled) known.add(tid);
       else this.#idledThreads.set(owner, new Set(idled));
     }
+    this.#lastLookNs = Number(process.hrtime.bigint() - lookedAt);
     if (scan.others > 0) {
-      const left = this.#dyingOwners.get(owner);
-      // One chain of retries per owner; an exit event in between only looks once more.
-      if (left !== undefined && !retry) return;
-      if (left === 0) {
+      const dying = this.#dyingOwners.get(owner);
+      if (dying === undefined) {
+        this.#dyingOwners.set(owner, { session: s, exitCode, until: lookedAt + DYING_LOOK_NS });
+        this.#prepareJournalFile(s);
+        this.#armDyingLook();
+      } else if (lookedAt > dying.until) {
         this.#dyingOwners.delete(owner);
         this.#restoreIdledSoon(owner);
         this.#dropPreparedJournal(s);
-        return;
       }
-      this.#dyingOwners.set(owner, (left ?? DYING_RETRIES) - 1);
-      setTimeout(() => this.#ownerDying(s, owner, exitCode, true), 1);
-      if (left === undefined) this.#prepareJournalFile(s);
       return;
     }
+    owner.fenced = true;
     this.#dyingOwners.delete(owner);
+    this.#armDyingLook();
     this.#restoreIdledSoon(owner);
     const conn = this.#conns.get(owner.connection);
     if (!conn) return;
@@ -352,6 +374,17 @@ export class Supervisor {
     this.#disconnect(conn, `its process is exiting (${signal !== 0 ? `signal ${signal}` : `status ${exitCode >> 8}`})`);
     // No standby took the session (#recover would be running): nobody to send the file to.
     if (!s.recovering) this.#dropPreparedJournal(s);
+  }
+
+  /** Looks again at every dying owner's threads (#ownerDying), and arms the next look. */
+  #lookAtDyingOwners(): void {
+    for (const [owner, d] of [...this.#dyingOwners]) this.#ownerDying(d.session, owner, d.exitCode);
+    this.#armDyingLook();
+  }
+
+  #armDyingLook(): void {
+    if (this.#dyingOwners.size === 0) this.#dyingTimer?.disarm();
+    else this.#dyingTimer?.arm(Math.max(DYING_LOOK_PAUSE_NS, 4 * this.#lastLookNs));
   }
 
   /** Threads of dying owners on SCHED_IDLE (#ownerDying). */
@@ -414,6 +447,10 @@ export class Supervisor {
   }
 
   #closeExitEvents(): void {
+    this.#dyingTimer?.close();
+    this.#dyingTimer = null;
+    for (const owner of this.#dyingOwners.keys()) this.#restoreIdledSoon(owner);
+    this.#dyingOwners.clear();
     this.#exitEventsPoll?.close();
     this.#exitEventsPoll = null;
     if (this.#exitEventsFd >= 0) closeFd(this.#exitEventsFd);

@@ -31,6 +31,11 @@ export interface Owner {
   exited: boolean;
   /** Resolves when the process exits (the supervisor's pidfd watch sets `exited` first). */
   exit: Promise<void>;
+  /**
+   * A look found every thread exiting or parked (supervisor/recovery.ts scanThreads). That
+   * lasts: such threads only go on exiting, and a dying process starts no new ones.
+   */
+  fenced?: boolean;
 }
 
 export type SessionState = 'owned' | 'orphaned' | 'draining';

@@ -1,27 +1,30 @@
 // The kernel facts the fast fence relies on (supervisor/recovery.ts, native/procevents.ts):
-// a live process is not exiting; a SIGKILLed one is reported by thread exit events, and
-// every thread of it is exiting soon after (a thread the scheduler has not run since the
-// signal is not exiting yet, so not always at the first event) while it still holds its
-// fds (they close after its memory is freed); a dead process that is not yet reaped is
-// exiting too. Such a process's threads can still be moved to SCHED_IDLE (and back).
+// a live process is not dying, and its threads parked in a wait are not parked for the
+// fence (no SIGKILL pending); a SIGKILLed one is reported by thread exit events, and every
+// thread of it is exiting or parked soon after, while it still holds its fds (they close
+// after its memory is freed); a dead process that is not yet reaped is dying too. A process
+// with an io_uring instance has no parked threads. Such a process's threads can still be
+// moved to SCHED_IDLE (and back).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
-import { isExiting, restoreThreads, scanThreads, threadsExiting, yieldExitingThreads } from '../../supervisor/recovery.ts';
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { isDying, parkedAt, restoreThreads, scanThreads, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
 import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
-import { waitUntil } from './helpers/supervisor.ts';
+import { waitUntil, tempDir } from './helpers/supervisor.ts';
 
-test('a live process is not exiting', async (t) => {
+test('a live process is not dying: its sleeping thread waits where a parked one would, but has no SIGKILL pending', async (t) => {
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });
   t.after(() => child.kill('SIGKILL'));
   await new Promise((r) => child.once('spawn', r));
-  assert.equal(isExiting(child.pid!), false);
-  assert.equal(threadsExiting(child.pid!), false);
-  assert.deepEqual(scanThreads(child.pid!), { exiting: [], others: 1 }, 'sleep runs one thread, not exiting');
+  await waitUntil(() => parkedAt(readFileSync(`/proc/${child.pid}/stack`, 'utf8')), 'sleep to be in nanosleep', 5000, 5);
+  assert.equal(isDying(child.pid!), false);
+  assert.equal(threadsFenced(child.pid!), false);
+  assert.deepEqual(scanThreads(child.pid!), { exiting: [], parked: [], others: 1 }, 'sleep runs one thread, neither exiting nor parked');
 });
 
-test('a SIGKILLed Node process: thread exit events come, and every thread is exiting while its fds are still open', async (t) => {
+test('a SIGKILLed Node process: thread exit events come, and every thread is exiting or parked while its fds are still open', async (t) => {
   const events = subscribeThreadExits();
   const buf = Buffer.alloc(64 * 1024);
   // 200 MB of heap: freeing it takes the last thread milliseconds, so its fds stay open that long.
@@ -37,24 +40,27 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
   await new Promise((r) => child.stdout!.once('data', r));
   const pid = child.pid!;
   assert.ok(readdirSync(`/proc/${pid}/task`).length > 1, 'Node runs several threads');
-  assert.equal(threadsExiting(pid), false);
+  assert.equal(threadsFenced(pid), false);
   // As the supervisor does: look at each batch of exit events, and every millisecond after
-  // the first, until every thread is exiting.
-  const seen = await new Promise<{ exit: ThreadExit; fds: number; yielded: number; policies: number[] }>((resolve, reject) => {
+  // the first, until every thread is exiting or parked.
+  const seen = await new Promise<{ exit: ThreadExit; fds: number; threads: number; scan: ThreadScan; yielded: number; policies: number[] }>((resolve, reject) => {
     let first: ThreadExit | undefined;
     const deadline = Date.now() + 5000;
     const check = (): void => {
       if (Date.now() > deadline) {
         clearInterval(timer);
-        reject(new Error(first ? 'not every thread was exiting 5 s after the first exit event' : 'no thread exit event within 5 s of SIGKILL'));
+        reject(new Error(first ? 'not every thread was exiting or parked 5 s after the first exit event' : 'no thread exit event within 5 s of SIGKILL'));
         return;
       }
-      if (!first || !threadsExiting(pid)) return;
+      if (!first) return;
+      const threads = threadCount(pid);
+      const scan = scanThreads(pid);
+      if (scan.others > 0) return;
       poll!.close();
       poll = undefined;
       clearInterval(timer);
-      const yielded = yieldExitingThreads(scanThreads(pid).exiting).length;
-      resolve({ exit: first, fds: openFds(pid), yielded, policies: schedPolicies(pid) });
+      const yielded = yieldExitingThreads(scan.exiting);
+      resolve({ exit: first, fds: openFds(pid), threads, scan, yielded: yielded.length, policies: schedPolicies(pid, yielded) });
     };
     poll = watchFd(events, { readable: true }, () => {
       const exit = readThreadExits(events, buf).exits.find((e) => e.pid === pid);
@@ -65,10 +71,12 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
     child.kill('SIGKILL');
   });
   assert.equal(seen.exit.exitCode, 9, 'a thread killed by SIGKILL exits with code 9');
-  assert.ok(seen.fds > 0, 'its fds are still open once every thread is exiting: they close after the memory is freed');
-  assert.ok(seen.yielded >= 1, 'the thread still freeing the memory can be moved to SCHED_IDLE');
-  assert.ok(seen.policies.every((p) => p === SCHED_IDLE), `every thread left is SCHED_IDLE: ${seen.policies.join(',')}`);
+  assert.ok(seen.fds > 0, 'its fds are still open once every thread is exiting or parked: they close after the memory is freed');
+  assert.ok(seen.scan.exiting.length + seen.scan.parked.length <= seen.threads, `${JSON.stringify(seen.scan)} of ${seen.threads} threads`);
+  assert.equal(seen.yielded, seen.scan.exiting.length, 'each exiting thread can be moved to SCHED_IDLE');
+  assert.deepEqual(seen.policies, seen.policies.map(() => SCHED_IDLE), 'and is SCHED_IDLE then');
   await new Promise((r) => child.once('exit', r));
+  assert.equal(isDying(pid), true, 'reaped: gone counts as dying');
 });
 
 test('yieldExitingThreads moves every thread it is given to SCHED_IDLE, restoreThreads moves them back', async (t) => {
@@ -86,22 +94,54 @@ test('yieldExitingThreads moves every thread it is given to SCHED_IDLE, restoreT
   assert.deepEqual(schedPolicies(child.pid!), Array(threads).fill(SCHED_NORMAL));
 });
 
-test('a zombie (exited, not reaped) is exiting and has no fd in any thread', async (t) => {
+test('a zombie (exited, not reaped) is dying and has no fd in any thread', async (t) => {
   // `sleep 30` never waits for its child, so the short sleep stays a zombie until sh's exec'd
   // process exits.
   const parent = spawn('sh', ['-c', 'sleep 0.05 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
   t.after(() => parent.kill('SIGKILL'));
   const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d: Buffer) => r(d.toString()))));
   await waitUntil(() => /^State:\s+Z/m.test(readStatus(zombie)), 'the child to become a zombie', 5000, 5);
-  assert.equal(isExiting(zombie), true);
-  assert.equal(threadsExiting(zombie), true);
+  assert.equal(isDying(zombie), true);
+  assert.equal(threadsFenced(zombie), true);
+});
+
+test('a process with an io_uring instance has no parked threads', async (t) => {
+  const dir = tempDir('fusekeeper-fence-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const holder = join(dir, 'io-uring-holder');
+  const cc = spawnSync('cc', ['-O1', '-o', holder, new URL('./helpers/io-uring-holder.c', import.meta.url).pathname], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
+  const child = spawn(holder, [], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((r) => child.stdout!.once('data', r));
+  assert.equal(usesIoUring(child.pid!), true);
+  const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+  t.after(() => sleeper.kill('SIGKILL'));
+  await new Promise((r) => sleeper.once('spawn', r));
+  assert.equal(usesIoUring(sleeper.pid!), false);
+  assert.equal(usesIoUring(0x7fffffff), true, 'fds that cannot be listed count as a ring');
+});
+
+test('parkedAt: switched out in a wait a fatal signal ends, with no FUSE frame', () => {
+  const frames = (...names: string[]): string => names.map((n) => `[<0>] ${n}+0x1d/0x40\n`).join('');
+  assert.equal(parkedAt(frames('futex_do_wait', '__futex_wait', 'futex_wait', 'do_futex', '__x64_sys_futex', 'do_syscall_64', 'entry_SYSCALL_64_after_hwframe')), true);
+  assert.equal(parkedAt(frames('do_epoll_wait', 'do_compat_epoll_pwait.part.0', '__x64_sys_epoll_pwait', 'do_syscall_64')), true);
+  assert.equal(parkedAt(frames('exit_to_user_mode_loop', 'do_syscall_64', 'entry_SYSCALL_64_after_hwframe')), true);
+  assert.equal(parkedAt(frames('poll_schedule_timeout.constprop.0', 'do_sys_poll', '__x64_sys_poll')), true, 'a suffix from the compiler');
+  assert.equal(parkedAt(frames('hrtimer_nanosleep', 'common_nsleep', '__x64_sys_clock_nanosleep')), true);
+  assert.equal(parkedAt(frames('fuse_dev_do_read', 'fuse_dev_read', 'vfs_read', 'ksys_read', 'do_syscall_64')), false, 'waiting for a request in the FUSE device');
+  assert.equal(parkedAt(frames('exit_to_user_mode_loop', 'fuse_dev_ioctl', 'do_syscall_64')), false, 'a FUSE frame anywhere');
+  assert.equal(parkedAt(frames('__cond_resched', 'copy_page_to_iter', 'fuse_copy_do', 'fuse_dev_do_read')), false, 'switched out inside a read');
+  assert.equal(parkedAt(frames('io_cqring_wait', '__do_sys_io_uring_enter', 'do_syscall_64')), false, 'a wait not on the list');
+  assert.equal(parkedAt(''), false, 'on a CPU: the unwinder shows nothing');
+  assert.equal(parkedAt('[<0>] 0xffffffff81234567\n'), false, 'no symbol names');
 });
 
 test('a pid that names no process counts as gone', () => {
   // pid_max is at most 2^22 on 64-bit Linux.
-  assert.equal(threadsExiting(0x7fffffff), true);
-  assert.deepEqual(scanThreads(0x7fffffff), { exiting: [], others: 0 });
-  assert.equal(isExiting(0x7fffffff), true);
+  assert.equal(threadsFenced(0x7fffffff), true);
+  assert.deepEqual(scanThreads(0x7fffffff), { exiting: [], parked: [], others: 0 });
+  assert.equal(isDying(0x7fffffff), true);
 });
 
 /** The fds still open in any thread (a thread past exit_files lists none, others still may). */
@@ -121,15 +161,23 @@ function openFds(pid: number): number {
   return most;
 }
 
+function threadCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/task`).length;
+  } catch {
+    return 0;
+  }
+}
+
 /** include/uapi/linux/sched.h */
 const SCHED_NORMAL = 0;
 const SCHED_IDLE = 5;
 
-/** The scheduling policy of each thread of `pid` still there (field 41 of its stat). */
-function schedPolicies(pid: number): number[] {
+/** The scheduling policy of each thread of `pid` still there (field 41 of its stat), or of `tids` of it. */
+function schedPolicies(pid: number, tids?: number[]): number[] {
   const policies: number[] = [];
   try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    for (const tid of tids ?? readdirSync(`/proc/${pid}/task`)) {
       try {
         const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
         policies.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]));
