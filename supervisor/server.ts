@@ -137,6 +137,11 @@ const MAX_SESSIONS = 4096;
  * which 1 MiB about matches. (A large journal goes in one memfd instead: #sendResumed.)
  */
 const SEND_BUFFER = 512 * 1024;
+/**
+ * While a standby waits, the journal file for its hand-over is written this long after the
+ * journal changes (or the standby arrives), at most once per this long (#writeJournalAhead).
+ */
+const JOURNAL_AHEAD_MS = 50;
 /** Unadopted backing ids closed per event-loop turn after ADOPTED. */
 const CLOSE_CHUNK = 2048;
 
@@ -409,16 +414,23 @@ export class Supervisor {
   /** Sealed journal files written ahead of a hand-over (#prepareJournalFile), per session. */
   readonly #preparedJournals = new Map<LiveSession, { fd: number; journal: BackingJournal; version: number }>();
 
+  /** Whether a hand-over of `s` now would send its journal in a file (journal strategy, a standby waiting). */
+  #journalFileAhead(s: LiveSession): boolean {
+    return this.kernel.passthrough && !this.kernel.closeAll && s.standbys.length > 0 && journalGoesInFile(s.journal.size);
+  }
+
   /**
-   * Writes the sealed memfd of `s`'s journal for the standby about to take it over, while the
-   * dying owner's threads are still on their way out: a journal of 100k ids is 2 MB, about
-   * 1 ms to write, which #sendResumed then takes instead. It is thrown away if the journal
-   * changes first (the owner's last frames, closes of ids nobody adopted), and closed if no
-   * hand-over follows the decision. Only for the journal strategy with a standby waiting;
-   * without a memfd now, #sendResumed tries again.
+   * Writes the sealed memfd of `s`'s journal for the standby about to take it over, ahead of
+   * the hand-over: a journal of 100k ids is 2 MB, about 1 ms to write, which #sendResumed
+   * would otherwise take. #sendResumed uses it if the journal has not changed since (the
+   * owner's last frames, closes of ids nobody adopted). Written while a standby waits
+   * (#writeJournalAhead) and at the first look at a dying owner; closed if no hand-over
+   * follows. Without a memfd then, #sendResumed tries again.
    */
   #prepareJournalFile(s: LiveSession): void {
-    if (!this.kernel.passthrough || this.kernel.closeAll || s.standbys.length === 0 || !journalGoesInFile(s.journal.size)) return;
+    if (!this.#journalFileAhead(s)) return;
+    const p = this.#preparedJournals.get(s);
+    if (p && p.journal === s.journal && p.version === s.journal.version) return;
     this.#dropPreparedJournal(s);
     try {
       const fd = createSealedFile(`fusekeeper-journal-${s.name}`, s.journal.current().bytes);
@@ -426,6 +438,24 @@ export class Supervisor {
     } catch {
       // EMFILE, ENOMEM: #sendResumed writes it then, or sends frames.
     }
+  }
+
+  /** Pending #writeJournalAhead timers, per session. */
+  readonly #journalAheadTimers = new Map<LiveSession, NodeJS.Timeout>();
+
+  /**
+   * Has the journal file of `s` written ahead (#prepareJournalFile) JOURNAL_AHEAD_MS from now,
+   * unless a write is pending already: a crash then finds it ready, and a journal that keeps
+   * changing is written at most once per JOURNAL_AHEAD_MS.
+   */
+  #writeJournalAhead(s: LiveSession): void {
+    if (this.#journalAheadTimers.has(s) || !this.#journalFileAhead(s)) return;
+    const timer = setTimeout(() => {
+      this.#journalAheadTimers.delete(s);
+      if (this.#sessions.get(s.name) === s && !s.recovering) this.#prepareJournalFile(s);
+    }, JOURNAL_AHEAD_MS);
+    timer.unref();
+    this.#journalAheadTimers.set(s, timer);
   }
 
   /** The prepared journal file of `s` if it still holds the journal's entries (the caller owns it), else -1. */
@@ -904,6 +934,7 @@ export class Supervisor {
     // `frame` may be a view of the receive buffer: record it before anything can send.
     if (!this.#journalFull(conn, s, frame.readUInt32LE(HEADER_SIZE))) s.journal.openWire(frame, HEADER_SIZE);
     this.#hook('changed', s, false);
+    this.#writeJournalAhead(s);
     return true;
   }
 
@@ -928,9 +959,11 @@ export class Supervisor {
       case 'journal_open':
         if (this.#journalFull(conn, s, msg.id)) return;
         s.journal.open({ id: msg.id, dev: msg.dev, ino: msg.ino });
+        this.#writeJournalAhead(s);
         return;
       case 'journal_close':
         s.journal.close(msg.id);
+        this.#writeJournalAhead(s);
         return;
       case 'checkpoint_put': {
         const old = s.checkpoint.get(msg.key);
@@ -1151,6 +1184,7 @@ export class Supervisor {
       }
       conn.acquiring = true;
       s.standbys.push({ conn, requestId });
+      this.#writeJournalAhead(s);
       this.#log.info({ event: 'standby.waiting', session: s.name, standby: conn.peer.pid }, `standby ${conn.peer.pid} waits for ${s.name}`);
       return;
     }
@@ -1504,6 +1538,7 @@ export class Supervisor {
     s.pendingClose = null;
     this.#gauges();
     this.#hook('changed', s, false);
+    this.#writeJournalAhead(s);
   }
 
   /** Closes whatever unadopted ids are still pending, now (before anything else touches the journal). */
@@ -1557,6 +1592,8 @@ export class Supervisor {
     if (ownerConn) ownerConn.session = null;
     this.#forgetOwner(s);
     this.#finishPendingCloses(s);
+    clearTimeout(this.#journalAheadTimers.get(s));
+    this.#journalAheadTimers.delete(s);
     this.#dropPreparedJournal(s);
     closeFd(s.fd);
     this.#sessions.delete(s.name);
