@@ -64,10 +64,11 @@ const SIGKILL_BIT = 1 << 8;
 
 /**
  * From a /proc stat line: the task flags (field 9) and the thread's own pending signals
- * (field 31, the low 31 bits). After "pid (comm) " come state, ppid, pgrp, session, tty_nr,
- * tpgid, flags, ..., and signal as the 29th.
+ * (field 31, the low 31 bits; a signal sent to the process as a whole is not in it until a
+ * thread takes it). After "pid (comm) " come state, ppid, pgrp, session, tty_nr, tpgid,
+ * flags, ..., and signal as the 29th.
  */
-function statFields(stat: string): { flags: number; pending: number } {
+export function statFields(stat: string): { flags: number; pending: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { flags: Number(fields[6]), pending: Number(fields[28]) };
 }
@@ -198,8 +199,9 @@ function readStack(path: string): string {
  * one saved when the thread was last switched out, which is where it resumes; the kernel's
  * unwinder shows nothing for a thread that is on a CPU. With SIGKILL pending, such a thread
  * exits without running user code and without entering the FUSE device: it is parked. The
- * file takes CAP_SYS_ADMIN and ptrace access to the thread (a daemon of another uid, or one
- * that is not dumpable, needs CAP_SYS_PTRACE); unreadable, it shows no thread as parked.
+ * file takes CAP_SYS_ADMIN and ptrace access to the thread: without CAP_SYS_PTRACE, only to
+ * a dumpable daemon of this uid with no capability this process lacks (and under Yama's
+ * ptrace_scope 1, one it started). Unreadable, it shows no thread as parked.
  */
 export function parkedAt(stack: string): boolean {
   const frames = stack.split('\n').map((line) => STACK_FRAME.exec(line)?.[1]).filter((f) => f !== undefined);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
-import { isDying, parkedAt, restoreThreads, scanThreads, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
+import { isDying, parkedAt, restoreThreads, scanThreads, statFields, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
 import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil, tempDir } from './helpers/supervisor.ts';
 
@@ -105,7 +105,7 @@ test('a zombie (exited, not reaped) is dying and has no fd in any thread', async
   assert.equal(threadsFenced(zombie), true);
 });
 
-test('a process with an io_uring instance has no parked threads', async (t) => {
+test("usesIoUring finds an io_uring instance among a process's fds (scanThreads then parks none of its threads)", async (t) => {
   const dir = tempDir('fusekeeper-fence-');
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const holder = join(dir, 'io-uring-holder');
@@ -120,6 +120,20 @@ test('a process with an io_uring instance has no parked threads', async (t) => {
   await new Promise((r) => sleeper.once('spawn', r));
   assert.equal(usesIoUring(sleeper.pid!), false);
   assert.equal(usesIoUring(0x7fffffff), true, 'fds that cannot be listed count as a ring');
+});
+
+test("a thread's own pending signals are in field 31 of its /proc stat", async (t) => {
+  const dir = tempDir('fusekeeper-fence-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const helper = join(dir, 'pending-signal');
+  const cc = spawnSync('cc', ['-O1', '-o', helper, new URL('./helpers/pending-signal.c', import.meta.url).pathname], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
+  const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((r) => child.stdout!.once('data', r));
+  const SIGUSR1 = 10;
+  assert.equal(statFields(readFileSync(`/proc/${child.pid}/task/${child.pid}/stat`, 'utf8')).pending, 1 << (SIGUSR1 - 1));
+  assert.equal(statFields(readFileSync(`/proc/${process.pid}/stat`, 'utf8')).pending, 0, 'this process has none pending');
 });
 
 test('parkedAt: switched out in a wait a fatal signal ends, with no FUSE frame', () => {
