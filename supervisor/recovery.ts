@@ -222,6 +222,15 @@ export function yieldExitingThreads(tids: readonly number[]): number[] {
 }
 
 /**
+ * How long after the fence decides the idled threads of a dying owner go back to SCHED_NORMAL
+ * (restoreThreads), ms: after the hand-over, before a Node daemon's teardown (4-9 ms on the
+ * 2-vCPU test VM) ends. 3 ms looked better for warm take-overs (2 interleaved pairs of 40
+ * rounds: blackout medians 4.78 / 5.08 -> 4.07 / 3.56 ms), but the reap benchmark's worst
+ * rounds under load were not checked against it; see bench/reap.ts.
+ */
+export const RESTORE_IDLED_AFTER_MS = 1;
+
+/**
  * Moves threads `tids` that yieldExitingThreads idled back to SCHED_NORMAL; returns how many
  * were still there. The last thread of a process signals its parent and then, still exiting,
  * drops its /proc entries; the parent's wait4() meanwhile drops the process's, and waits in a

@@ -67,7 +67,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, restoreThreads, scanThreads, yieldExitingThreads } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, RESTORE_IDLED_AFTER_MS, restoreThreads, scanThreads, yieldExitingThreads } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -396,11 +396,10 @@ export class Supervisor {
   readonly #idledThreads = new Map<Owner, Set<number>>();
 
   /**
-   * Moves `owner`'s idled threads back to SCHED_NORMAL a millisecond from now (restoreThreads
-   * says why), unless it has exited meanwhile (then they are gone). The hand-over is sent by
-   * then, and the new owner has had that millisecond to start serving before the rest of the
-   * old one's teardown competes with it for the CPU; the teardown of a Node daemon takes
-   * longer, so the parent has not reaped it yet.
+   * Moves `owner`'s idled threads back to SCHED_NORMAL RESTORE_IDLED_AFTER_MS from now
+   * (restoreThreads says why), unless it has exited meanwhile (then they are gone). The
+   * hand-over is sent by then, and the new owner has had that time to start serving before
+   * the rest of the old one's teardown competes with it for the CPU.
    */
   #restoreIdledSoon(owner: Owner): void {
     if (!this.#idledThreads.has(owner)) return;
@@ -408,7 +407,7 @@ export class Supervisor {
       const tids = this.#idledThreads.get(owner);
       this.#idledThreads.delete(owner);
       if (tids && !owner.exited) restoreThreads(tids);
-    }, 1);
+    }, RESTORE_IDLED_AFTER_MS);
   }
 
   /** Sealed journal files written ahead of a hand-over (#prepareJournalFile), per session. */
