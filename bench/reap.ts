@@ -4,8 +4,8 @@
 //   as-is     leaves them as they are
 //   idled     moves them to SCHED_IDLE as it sees them exiting, and leaves them so (what the
 //             supervisor did from ea1d9f4 until this benchmark showed the cost)
-//   restored  the same, and moves them back to SCHED_NORMAL RESTORE_IDLED_AFTER_MS after the
-//             fence's decision (what it does now: after the hand-over)
+//   restored  the same, and moves them back to SCHED_NORMAL RESTORE_IDLED_AFTER_MS after all
+//             are exiting (what it does now: after the hand-over)
 // `npm run bench -- reap`: 40 rounds per side, the sides alternated. Root, for SCHED_IDLE on
 // another process's threads.
 //
@@ -13,8 +13,8 @@
 // failover, when the new owner, the applications and the supervisor all want the CPU). Each
 // round starts a Node process holding 64 MB of heap, looks at its threads once (as the
 // supervisor does while an owner lives: the /proc entries it reads stay cached), SIGKILLs it,
-// looks at its threads every millisecond until all are exiting or parked (the idled sides
-// then idle the parked ones too, as the supervisor does at its decision), and waits for Node's
+// looks at its threads every millisecond until all are exiting (the supervisor decides once
+// each is exiting or parked, and goes on looking for this), and waits for Node's
 // child_process to reap it. Measured per round: the parent's system CPU time from the kill
 // to the reap (process.cpuUsage; the reap's wait4 runs in this thread) and the wall time.
 // Writes bench/results/reap.json.
@@ -46,9 +46,8 @@ async function round(side: Side): Promise<{ systemMs: number; wallMs: number; id
   void exited.then(() => (done = true));
   for (let i = 0; i < 1000 && !done; i++) {
     const scan = scanThreads(pid);
-    const fenced = scan.others === 0;
-    if (side !== 'as-is') for (const tid of yieldExitingThreads(fenced ? [...scan.exiting, ...scan.parked] : scan.exiting)) idled.add(tid);
-    if (fenced) break;
+    if (side !== 'as-is') for (const tid of yieldExitingThreads(scan.exiting)) idled.add(tid);
+    if (scan.others + scan.parked.length === 0) break;
     await sleep(1);
   }
   if (side === 'restored') setTimeout(() => done || restoreThreads(idled), RESTORE_IDLED_AFTER_MS);

@@ -222,11 +222,9 @@ export function yieldExitingThreads(tids: readonly number[]): number[] {
 }
 
 /**
- * How long after the fence decides the idled threads of a dying owner go back to SCHED_NORMAL
- * (restoreThreads), ms: after the hand-over, before a Node daemon's teardown (4-9 ms on the
- * 2-vCPU test VM) ends. 3 ms looked better for warm take-overs (2 interleaved pairs of 40
- * rounds: blackout medians 4.78 / 5.08 -> 4.07 / 3.56 ms), but the reap benchmark's worst
- * rounds under load were not checked against it; see bench/reap.ts.
+ * How long after every thread of a dying owner is exiting its idled threads go back to
+ * SCHED_NORMAL (restoreThreads), ms: after the hand-over, before a Node daemon's teardown
+ * (4-9 ms after the kill on the 2-vCPU test VM) ends.
  */
 export const RESTORE_IDLED_AFTER_MS = 1;
 
