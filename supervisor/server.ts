@@ -452,8 +452,7 @@ export class Supervisor {
    */
   #prepareJournalFile(s: LiveSession): void {
     if (!this.#journalFileAhead(s)) return;
-    const p = this.#preparedJournals.get(s);
-    if (p && p.journal === s.journal && p.version === s.journal.version) return;
+    if (this.#currentPreparedJournal(s)) return;
     this.#dropPreparedJournal(s);
     try {
       const fd = createSealedFile(`fusekeeper-journal-${s.name}`, s.journal.current().bytes);
@@ -481,10 +480,16 @@ export class Supervisor {
     this.#journalAheadTimers.set(s, timer);
   }
 
+  /** The prepared journal file of `s` if it still holds the journal's entries. */
+  #currentPreparedJournal(s: LiveSession): { fd: number } | undefined {
+    const p = this.#preparedJournals.get(s);
+    return p && p.journal === s.journal && p.version === s.journal.version ? p : undefined;
+  }
+
   /** The prepared journal file of `s` if it still holds the journal's entries (the caller owns it), else -1. */
   #takePreparedJournal(s: LiveSession): number {
-    const p = this.#preparedJournals.get(s);
-    if (!p || p.journal !== s.journal || p.version !== s.journal.version) {
+    const p = this.#currentPreparedJournal(s);
+    if (!p) {
       this.#dropPreparedJournal(s);
       return -1;
     }

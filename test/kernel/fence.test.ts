@@ -5,9 +5,9 @@
 // after its memory is freed); a dead process that is not yet reaped is dying too. A process
 // with an io_uring instance has no parked threads. Such a process's threads can still be
 // moved to SCHED_IDLE (and back).
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { isDying, parkedAt, restoreThreads, scanThreads, statFields, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
@@ -106,14 +106,7 @@ test('a zombie (exited, not reaped) is dying and has no fd in any thread', async
 });
 
 test("usesIoUring finds an io_uring instance among a process's fds (scanThreads then parks none of its threads)", async (t) => {
-  const dir = tempDir('fusekeeper-fence-');
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const holder = join(dir, 'io-uring-holder');
-  const cc = spawnSync('cc', ['-O1', '-o', holder, new URL('./helpers/io-uring-holder.c', import.meta.url).pathname], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
-  const child = spawn(holder, [], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
-  await new Promise((r) => child.stdout!.once('data', r));
+  const child = await startHelper(t, 'io-uring-holder');
   assert.equal(usesIoUring(child.pid!), true);
   const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
   t.after(() => sleeper.kill('SIGKILL'));
@@ -123,14 +116,7 @@ test("usesIoUring finds an io_uring instance among a process's fds (scanThreads 
 });
 
 test("a thread's own pending signals are in field 31 of its /proc stat", async (t) => {
-  const dir = tempDir('fusekeeper-fence-');
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const helper = join(dir, 'pending-signal');
-  const cc = spawnSync('cc', ['-O1', '-o', helper, new URL('./helpers/pending-signal.c', import.meta.url).pathname], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
-  const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
-  await new Promise((r) => child.stdout!.once('data', r));
+  const child = await startHelper(t, 'pending-signal');
   const SIGUSR1 = 10;
   assert.equal(statFields(readFileSync(`/proc/${child.pid}/task/${child.pid}/stat`, 'utf8')).pending, 1 << (SIGUSR1 - 1));
   assert.equal(statFields(readFileSync(`/proc/${process.pid}/stat`, 'utf8')).pending, 0, 'this process has none pending');
@@ -173,6 +159,19 @@ function openFds(pid: number): number {
     // the process is gone
   }
   return most;
+}
+
+/** Compiles helpers/<name>.c, starts it, and waits for its "ready" line; it is killed after the test. */
+async function startHelper(t: TestContext, name: string): Promise<ChildProcess> {
+  const dir = tempDir('fusekeeper-fence-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bin = join(dir, name);
+  const cc = spawnSync('cc', ['-O1', '-o', bin, new URL(`./helpers/${name}.c`, import.meta.url).pathname], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
+  const child = spawn(bin, [], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((r) => child.stdout!.once('data', r));
+  return child;
 }
 
 function threadCount(pid: number): number {
