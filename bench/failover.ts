@@ -380,10 +380,32 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
   }
 }
 
+const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw]
+
+  --rounds N     crashes per scenario (default 100, or $FAILOVER_ROUNDS)
+  --only LIST    run these scenarios only: ${SCENARIOS.map((s) => s.name).join(', ')}
+  --raw          also write each round's supervisor account and probe iterations
+                 (failover-<scenarios>-rounds.json)
+
+Root, after \`npm run prepare\`. Writes bench/results/failover[-<scenarios>].json (the
+directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
+
 export async function run(argv: string[] = []): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' } } });
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    throw new UsageError(`failover: ${(err as Error).message}\n${USAGE}`);
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
   const rounds = Number(values.rounds ?? process.env.FAILOVER_ROUNDS ?? 100);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`failover: --rounds must be a positive integer, not ${values.rounds ?? process.env.FAILOVER_ROUNDS}`);
   const only = values.only?.split(',');
+  const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
+  if (unknown.length > 0) throw new UsageError(`failover: no scenario ${unknown.join(', ')}\n${USAGE}`);
   if (process.getuid?.() !== 0) throw new Error('failover: needs root');
   if (!existsSync(join(ROOT, 'dist/bundle/fusekeeper-mirrorfs.mjs'))) throw new Error('failover: run `npm run prepare` first');
   const buildDir = tempDir('fusekeeper-probe-');
@@ -427,4 +449,15 @@ export async function run(argv: string[] = []): Promise<void> {
   writeResult(only ? `failover-${only.join('+')}` : 'failover', figures);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) await run(process.argv.slice(2));
+/** A bad command line: printed as one message, exit status 2. */
+class UsageError extends Error {}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  try {
+    await run(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(err.message);
+    process.exitCode = 2;
+  }
+}
