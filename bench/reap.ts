@@ -4,8 +4,10 @@
 //   as-is     leaves them as they are
 //   idled     moves them to SCHED_IDLE as it sees them exiting, and leaves them so (what the
 //             supervisor did from ea1d9f4 until this benchmark showed the cost)
-//   restored  the same, and moves them back to SCHED_NORMAL RESTORE_IDLED_AFTER_MS after all
-//             are exiting (what it does now: after the hand-over)
+//   restored  the same, idles the parked ones too at the decision, and moves them all back to
+//             SCHED_NORMAL when the teardown hangs up the daemon's end of a pipe (here its
+//             stdout; the supervisor watches its control socket), or TEARDOWN_IDLE_MAX_MS
+//             after the decision (what it does now)
 // `npm run bench -- reap`: 40 rounds per side, the sides alternated. Root, for SCHED_IDLE on
 // another process's threads.
 //
@@ -13,15 +15,14 @@
 // failover, when the new owner, the applications and the supervisor all want the CPU). Each
 // round starts a Node process holding 64 MB of heap, looks at its threads once (as the
 // supervisor does while an owner lives: the /proc entries it reads stay cached), SIGKILLs it,
-// looks at its threads every millisecond until all are exiting (the supervisor decides once
-// each is exiting or parked, and goes on looking for this), and waits for Node's
-// child_process to reap it. Measured per round: the parent's system CPU time from the kill
+// looks at its threads every millisecond until all are exiting (restored: until each is
+// exiting or parked, as the supervisor decides), and waits for Node's child_process to reap it. Measured per round: the parent's system CPU time from the kill
 // to the reap (process.cpuUsage; the reap's wait4 runs in this thread) and the wall time.
 // Writes bench/results/reap.json.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RESTORE_IDLED_AFTER_MS, restoreThreads, scanThreads, yieldExitingThreads } from '../supervisor/recovery.ts';
+import { restoreThreads, scanThreads, TEARDOWN_IDLE_MAX_MS, yieldExitingThreads } from '../supervisor/recovery.ts';
 import { summarize, summarizeRounded, writeResult, cpuStalls } from './lib.ts';
 
 type Side = 'as-is' | 'idled' | 'restored';
@@ -32,6 +33,7 @@ const DAEMON = 'globalThis.k=[];for(let i=0;i<64;i++)k.push(Buffer.alloc(1<<20,1
 async function round(side: Side): Promise<{ systemMs: number; wallMs: number; idled: number }> {
   const child = spawn(process.execPath, ['-e', DAEMON], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const hungUp = new Promise<void>((resolve) => child.stdout!.once('end', () => resolve()));
   await new Promise((resolve, reject) => {
     child.stdout!.once('data', resolve);
     child.once('error', reject);
@@ -47,10 +49,19 @@ async function round(side: Side): Promise<{ systemMs: number; wallMs: number; id
   for (let i = 0; i < 1000 && !done; i++) {
     const scan = scanThreads(pid);
     if (side !== 'as-is') for (const tid of yieldExitingThreads(scan.exiting)) idled.add(tid);
+    if (side === 'restored' && scan.others === 0) {
+      for (const tid of yieldExitingThreads(scan.parked)) idled.add(tid);
+      break;
+    }
     if (scan.others + scan.parked.length === 0) break;
     await sleep(1);
   }
-  if (side === 'restored') setTimeout(() => done || restoreThreads(idled), RESTORE_IDLED_AFTER_MS);
+  if (side === 'restored') {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([hungUp, exited, new Promise<void>((r) => (timer = setTimeout(r, TEARDOWN_IDLE_MAX_MS)))]);
+    clearTimeout(timer);
+    if (!done) restoreThreads(idled);
+  }
   await exited;
   const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const systemMs = process.cpuUsage(cpu0).system / 1000;

@@ -209,24 +209,32 @@ export function parkedAt(stack: string): boolean {
 }
 
 /**
- * Moves exiting threads `tids` (scanThreads) to SCHED_IDLE; returns the ones it moved. An
- * exiting thread never returns to user space, and what is left of its exit is kernel work
- * nobody waits for: the last thread of a process frees its memory (milliseconds for a Node
- * daemon), and only then closes its fds. On a kernel without forced preemption that work
+ * Moves exiting or parked threads `tids` (scanThreads) to SCHED_IDLE; returns the ones it
+ * moved. Such a thread never returns to user space, and what is left of its exit is kernel
+ * work nobody waits for: the last thread of a process frees its memory (milliseconds for a
+ * Node daemon), and only then closes its fds. On a kernel without forced preemption that work
  * keeps its CPU while whatever wakes there (the supervisor, the new owner, the applications
  * it answers) waits, possibly until the load balancer moves it. A thread gone meanwhile is
- * skipped. Move them back (restoreThreads) once the hand-over is sent: see there.
+ * skipped. Move them back (restoreThreads) before the process is reaped: see there.
  */
 export function yieldExitingThreads(tids: readonly number[]): number[] {
   return setEachThread(tids, setIdleScheduling);
 }
 
 /**
- * How long after every thread of a dying owner is exiting its idled threads go back to
- * SCHED_NORMAL (restoreThreads), ms: after the hand-over, before a Node daemon's teardown
- * (4-9 ms after the kill on the 2-vCPU test VM) ends.
+ * How long after a dying owner turns out not to be fenced (it exited or disconnected first,
+ * or a thread stayed in user space or in FUSE code) its idled threads go back to
+ * SCHED_NORMAL (restoreThreads), ms.
  */
 export const RESTORE_IDLED_AFTER_MS = 1;
+
+/**
+ * How long at most a fenced owner's threads stay on SCHED_IDLE, ms. They go back when the
+ * teardown closes the process's files, after freeing its memory (4-9 ms after the kill for a
+ * Node daemon on the 2-vCPU test VM, with a CPU to spare); a teardown that the load starves
+ * meanwhile gets its share back after this.
+ */
+export const TEARDOWN_IDLE_MAX_MS = 20;
 
 /**
  * Moves threads `tids` that yieldExitingThreads idled back to SCHED_NORMAL; returns how many

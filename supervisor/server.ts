@@ -67,7 +67,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, RESTORE_IDLED_AFTER_MS, restoreThreads, scanThreads, yieldExitingThreads, type ThreadScan } from './recovery.ts';
+import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, RESTORE_IDLED_AFTER_MS, restoreThreads, scanThreads, TEARDOWN_IDLE_MAX_MS, yieldExitingThreads, type ThreadScan } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -334,8 +334,9 @@ export class Supervisor {
    * exit event and every DYING_LOOK_PAUSE_NS, for a while (EOF comes anyway). The last thread
    * to exit reports no event until it has freed the process's memory. Threads already
    * exiting go to SCHED_IDLE at each look: they compete for the CPU with the threads that
-   * still have to get there, and with this process. They go back to SCHED_NORMAL shortly
-   * after (#restoreIdledSoon).
+   * still have to get there, and with this process. At the decision the parked ones follow,
+   * and all stay there for the rest of the teardown (#awaitTeardown), which otherwise
+   * competes with the new owner.
    */
   #ownerDying(s: LiveSession, owner: Owner, exitCode: number): void {
     if (s.owner !== owner || owner.exited || owner.connection === null) {
@@ -361,12 +362,17 @@ export class Supervisor {
     }
     owner.fenced = true;
     this.#dyingOwners.delete(owner);
-    if (scan.parked.length > 0) this.#fencedOwners.set(owner, lookedAt + DYING_LOOK_NS);
-    else this.#restoreIdledSoon(owner);
+    this.#idle(owner, yieldExitingThreads(scan.parked));
     this.#armDyingLook();
     const conn = this.#conns.get(owner.connection);
-    if (!conn) return;
+    if (!conn) {
+      this.#restoreIdledSoon(owner);
+      return;
+    }
     while (!conn.closed && this.#receiveOne(conn));
+    // Read to EOF: the teardown has closed the process's files already.
+    if (conn.closed) this.#restoreIdled(owner);
+    else this.#awaitTeardown(owner, conn.fd);
     // exit_code is a wait status: the signal in the low 7 bits, else exit(n) as n << 8.
     const signal = exitCode & 0x7f;
     this.#disconnect(conn, `its process is exiting (${signal !== 0 ? `signal ${signal}` : `status ${exitCode >> 8}`})`);
@@ -374,26 +380,9 @@ export class Supervisor {
     if (!s.recovering) this.#dropPreparedJournal(s);
   }
 
-  /**
-   * Dying owners the fence has decided on while some of their threads were parked, and until
-   * when to look: their threads are still idled as they start exiting, and moved back once
-   * all are exiting (#restoreIdledSoon), as before parked threads were fenced. Moving them
-   * back earlier, 1 ms after the decision, made a reap under load take its parent 0.5 s of
-   * CPU in 1 round of 40 (bench/reap.ts).
-   */
-  readonly #fencedOwners = new Map<Owner, bigint>();
-
-  /** Looks again at every dying owner's threads (#ownerDying, #fencedOwners), and arms the next look. */
+  /** Looks again at every dying owner's threads (#ownerDying), and arms the next look. */
   #lookAtDyingOwners(): void {
     for (const [owner, d] of [...this.#dyingOwners]) this.#ownerDying(d.session, owner, d.exitCode);
-    for (const [owner, until] of [...this.#fencedOwners]) {
-      const lookedAt = process.hrtime.bigint();
-      const scan = owner.exited ? { exiting: [], parked: [], others: 0 } : this.#lookAtThreads(owner);
-      if (scan.parked.length + scan.others === 0 || lookedAt > until) {
-        this.#fencedOwners.delete(owner);
-        this.#restoreIdledSoon(owner);
-      }
-    }
     this.#armDyingLook();
   }
 
@@ -401,37 +390,83 @@ export class Supervisor {
   #lookAtThreads(owner: Owner): ThreadScan {
     const lookedAt = process.hrtime.bigint();
     const scan = scanThreads(owner.pid);
-    const idled = yieldExitingThreads(scan.exiting);
-    if (idled.length > 0) {
-      const known = this.#idledThreads.get(owner);
-      if (known) for (const tid of idled) known.add(tid);
-      else this.#idledThreads.set(owner, new Set(idled));
-    }
+    this.#idle(owner, yieldExitingThreads(scan.exiting));
     this.#lastLookNs = Number(process.hrtime.bigint() - lookedAt);
     return scan;
   }
 
   #armDyingLook(): void {
-    if (this.#dyingOwners.size === 0 && this.#fencedOwners.size === 0) this.#dyingTimer?.disarm();
+    if (this.#dyingOwners.size === 0) this.#dyingTimer?.disarm();
     else this.#dyingTimer?.arm(Math.max(DYING_LOOK_PAUSE_NS, 4 * this.#lastLookNs));
   }
 
   /** Threads of dying owners on SCHED_IDLE (#ownerDying). */
   readonly #idledThreads = new Map<Owner, Set<number>>();
 
+  /** Adds `tids`, just moved to SCHED_IDLE, to `owner`'s idled threads. */
+  #idle(owner: Owner, tids: number[]): void {
+    if (tids.length === 0) return;
+    const known = this.#idledThreads.get(owner);
+    if (known) for (const tid of tids) known.add(tid);
+    else this.#idledThreads.set(owner, new Set(tids));
+  }
+
+  /** Fenced owners whose idled threads wait for the end of their teardown (#awaitTeardown). */
+  readonly #teardowns = new Map<Owner, { socket: number; pidfd: number; poll: PollHandle; timer: NodeJS.Timeout }>();
+
   /**
-   * Moves `owner`'s idled threads back to SCHED_NORMAL RESTORE_IDLED_AFTER_MS from now
-   * (restoreThreads says why), unless it has exited meanwhile (then they are gone). The
-   * hand-over is sent by then, and the new owner has had that time to start serving before
-   * the rest of the old one's teardown competes with it for the CPU.
+   * Keeps a fenced owner's idled threads on SCHED_IDLE until its teardown hangs up its
+   * control socket (`connFd`, about to be closed here: a duplicate is watched), and at most
+   * TEARDOWN_IDLE_MAX_MS. The last thread frees the process's memory first (the bulk of a
+   * teardown: milliseconds for a Node daemon, while the new owner starts serving), then
+   * closes its files, and only then notifies its parent; moved back at that hang-up, it is
+   * SCHED_NORMAL when the parent reaps it (restoreThreads says why it must be).
+   */
+  #awaitTeardown(owner: Owner, connFd: number): void {
+    if (!this.#idledThreads.has(owner)) return;
+    let socket = -1;
+    let pidfd = -1;
+    let poll: PollHandle;
+    try {
+      socket = duplicateFd(connFd);
+      pidfd = duplicateFd(owner.pidfd);
+      // A hang-up (POLLHUP) is reported whatever the events asked for.
+      poll = watchFd(socket, { disconnect: true }, () => this.#endTeardown(owner));
+    } catch {
+      // EMFILE: move them back as where no teardown is awaited.
+      closeAll([socket, pidfd].filter((fd) => fd >= 0));
+      this.#restoreIdledSoon(owner);
+      return;
+    }
+    this.#teardowns.set(owner, { socket, pidfd, poll, timer: setTimeout(() => this.#endTeardown(owner), TEARDOWN_IDLE_MAX_MS) });
+  }
+
+  /** Moves `owner`'s idled threads back now (unless the process has exited: they are gone) and stops awaiting its teardown. */
+  #endTeardown(owner: Owner): void {
+    const t = this.#teardowns.get(owner);
+    if (!t) return;
+    this.#teardowns.delete(owner);
+    t.poll.close();
+    clearTimeout(t.timer);
+    // A readable pidfd: the process has exited (and may be reaped), its thread ids may be reused.
+    this.#restoreIdled(owner, (pollNow(t.pidfd, POLL.IN) & POLL.IN) !== 0);
+    closeFd(t.socket);
+    closeFd(t.pidfd);
+  }
+
+  /**
+   * Moves `owner`'s idled threads back to SCHED_NORMAL RESTORE_IDLED_AFTER_MS from now, where
+   * no teardown is awaited (#awaitTeardown).
    */
   #restoreIdledSoon(owner: Owner): void {
-    if (!this.#idledThreads.has(owner)) return;
-    setTimeout(() => {
-      const tids = this.#idledThreads.get(owner);
-      this.#idledThreads.delete(owner);
-      if (tids && !owner.exited) restoreThreads(tids);
-    }, RESTORE_IDLED_AFTER_MS);
+    if (this.#idledThreads.has(owner)) setTimeout(() => this.#restoreIdled(owner), RESTORE_IDLED_AFTER_MS);
+  }
+
+  /** Moves `owner`'s idled threads back to SCHED_NORMAL (restoreThreads says why), unless it has exited (then they are gone). */
+  #restoreIdled(owner: Owner, exited = owner.exited): void {
+    const tids = this.#idledThreads.get(owner);
+    this.#idledThreads.delete(owner);
+    if (tids && !exited) restoreThreads(tids);
   }
 
   /** Sealed journal files written ahead of a hand-over (#prepareJournalFile), per session. */
@@ -507,9 +542,9 @@ export class Supervisor {
   #closeExitEvents(): void {
     this.#dyingTimer?.close();
     this.#dyingTimer = null;
-    for (const owner of [...this.#dyingOwners.keys(), ...this.#fencedOwners.keys()]) this.#restoreIdledSoon(owner);
+    for (const owner of this.#dyingOwners.keys()) this.#restoreIdledSoon(owner);
+    for (const owner of [...this.#teardowns.keys()]) this.#endTeardown(owner);
     this.#dyingOwners.clear();
-    this.#fencedOwners.clear();
     this.#exitEventsPoll?.close();
     this.#exitEventsPoll = null;
     if (this.#exitEventsFd >= 0) closeFd(this.#exitEventsFd);

@@ -38,6 +38,7 @@ import { FuseKernelError } from '../../kernel/errors.ts';
 import { decodeMessage, encodeMessage, MAX_JOURNAL_CHUNK, MAX_MESSAGE, type ControlMessage } from '../../protocol/index.ts';
 import { connectSupervisor, SupervisorError, type ClientSession, type SupervisorClient } from '../../client/supervisor.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
+import { TEARDOWN_IDLE_MAX_MS } from '../../supervisor/recovery.ts';
 import {
   FOREIGN_PEER,
   OWNER,
@@ -363,6 +364,36 @@ test('a killed owner is orphaned when its threads exit, before its fds close: th
   await release('exiting', mountpoint);
   dropFd(s.fd);
   client.close();
+});
+
+test('a killed owner whose control socket outlives it (a child holds it) is orphaned by its thread exits; the supervisor stops awaiting the hang-up after TEARDOWN_IDLE_MAX_MS and keeps no fd of it', async () => {
+  const { mountpoint } = sessionDir(sup.dir, 'outlives');
+  const spec = mountSpec(mountpoint);
+  const first = owner({ name: 'outlives', mount: spec, socketOutlives: true, then: 'sleep' });
+  const r1 = await first.report;
+  assert.ok(r1.socketHolder, 'the helper started a process holding its sockets');
+  try {
+    const client = await daemonClient();
+    const standby = client.acquire('outlives', spec, { standby: true });
+    await waitUntil(async () => (await sessionStatus('outlives'))?.standbys === 1, 'the standby to wait');
+    const sockets = (): number => [...sup.fds().values()].filter((t) => t.startsWith('socket:')).length;
+    const pidfds = (): number => [...sup.fds().values()].filter((t) => t === 'anon_inode:[pidfd]').length;
+    const socketsBefore = sockets();
+    const pidfdsBefore = pidfds();
+    await first.kill('SIGKILL');
+    const s = hold(await standby);
+    assert.equal(s.generation, 2);
+    const gone = await sup.waitEvent('owner.disconnected', (e) => e.session === 'outlives' && e.owner === r1.pid);
+    assert.equal(gone.reason, 'its process is exiting (signal 9)', 'noticed by its threads: its socket never hangs up');
+    // Its connection and the watch on it are closed, its pidfd and the watch's copy too; the
+    // standby's process (this one) now has a pidfd there.
+    await waitUntil(() => sockets() === socketsBefore - 1 && pidfds() === pidfdsBefore, 'the old owner\'s connection and pidfd to be closed', TEARDOWN_IDLE_MAX_MS + 2000, 5);
+    await release('outlives', mountpoint);
+    dropFd(s.fd);
+    client.close();
+  } finally {
+    process.kill(r1.socketHolder!, 'SIGKILL');
+  }
 });
 
 /** dev/ino of a file as the journal carries them (decimal strings). */

@@ -6,7 +6,8 @@
 //
 // The plan is JSON, from argv[2] or $FUSEKEEPER_OWNER_PLAN (managed daemons). Socket, session
 // name and standby default to $FUSEKEEPER_SOCKET, $FUSEKEEPER_SESSION, $FUSEKEEPER_STANDBY.
-import { openSync, closeSync, fstatSync } from 'node:fs';
+import { openSync, closeSync, fstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { connectSupervisor } from '../../../client/supervisor.ts';
 import { answerInit } from '../../../kernel/handshake.ts';
@@ -42,6 +43,12 @@ export interface OwnerPlan {
   /** MB of JS heap to hold, so that the kernel takes a while to free the process's memory when it dies. */
   ballastMb?: number;
   crashAfterMs?: number;
+  /**
+   * Before reporting, start a `sleep` that inherits every socket of this process (reported as
+   * `socketHolder`, to be killed by the test): its control connection outlives it, and the
+   * supervisor sees no hang-up when it dies.
+   */
+  socketOutlives?: boolean;
 }
 
 /** The line the helper prints once it owns the session. */
@@ -62,6 +69,8 @@ export interface OwnerReport {
   adopted: { closed: number; probed: number } | null;
   /** FUSEKEEPER_STANDBY and FUSEKEEPER_SPARE as a managing supervisor set them. */
   env: { standby?: string; spare?: string };
+  /** The pid of the process holding this one's sockets (plan.socketOutlives). */
+  socketHolder?: number;
 }
 
 const plan = JSON.parse(process.argv[2] ?? process.env.FUSEKEEPER_OWNER_PLAN ?? 'null') as OwnerPlan;
@@ -125,6 +134,20 @@ const report: OwnerReport = {
   env: { standby: process.env.FUSEKEEPER_STANDBY, spare: process.env.FUSEKEEPER_SPARE },
 };
 if (plan.then === 'disconnect') client.close();
+if (plan.socketOutlives) {
+  const sockets = readdirSync('/proc/self/fd')
+    .map(Number)
+    .filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:');
+      } catch {
+        return false; // the fd of the directory listing itself
+      }
+    });
+  const holder = spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', ...sockets], detached: true });
+  holder.unref();
+  report.socketHolder = holder.pid;
+}
 process.stdout.write(`${JSON.stringify(report)}\n`);
 
 if (plan.then === 'crash') {
