@@ -106,6 +106,14 @@ export interface ThreadScan {
  * the memory). Most threads of a SIGKILLed process are parked or exiting when the first
  * thread exit is reported (about 0.2 ms after the signal); waiting for all of them to be
  * exiting took 1-3 ms more on a 2-CPU machine, as the last ones waited for a CPU.
+ *
+ * A thread's files are read as /proc/<tid>/..., not /proc/<pid>/task/<tid>/...: the dentries
+ * a read leaves in the dcache then hang under /proc/<tid>, which only that thread's own exit
+ * drops. Under /proc/<pid>/task they were also walked by the parent's reap of the process
+ * (proc_flush_pid, shrink_dcache_parent), which loops while the last thread, preempted by
+ * that very parent, holds them on its own dispose list: reaping a SIGKILLed 64 MB Node
+ * process under load took the parent 82-139 ms of CPU (median; bench/reap.ts, threads left
+ * idled) with the task paths, 0.07 ms with these.
  */
 export function scanThreads(pid: number): ThreadScan {
   let tids: string[];
@@ -121,7 +129,7 @@ export function scanThreads(pid: number): ThreadScan {
   for (const tid of tids) {
     let stat: { flags: number; pending: number };
     try {
-      stat = statFields(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+      stat = statFields(readFileSync(`/proc/${tid}/stat`, 'utf8'));
     } catch (err) {
       if (gone(err)) continue; // reaped meanwhile
       others++;
@@ -129,7 +137,7 @@ export function scanThreads(pid: number): ThreadScan {
     }
     if ((stat.flags & PF_IO_WORKER) !== 0) others++;
     else if ((stat.flags & PF_EXITING) !== 0) exiting.push(Number(tid));
-    else if ((stat.pending & SIGKILL_BIT) !== 0 && !(ioUring ??= usesIoUring(pid)) && parkedAt(readStack(`/proc/${pid}/task/${tid}/stack`))) parked.push(Number(tid));
+    else if ((stat.pending & SIGKILL_BIT) !== 0 && !(ioUring ??= usesIoUring(pid)) && parkedAt(readStack(`/proc/${tid}/stack`))) parked.push(Number(tid));
     else others++;
   }
   return { exiting, parked, others };
@@ -140,7 +148,7 @@ function gone(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ESRCH';
 }
 
-/** A line of /proc/<pid>/task/<tid>/stack: "[<0>] function+0x1d/0x40", innermost first. */
+/** A line of /proc/<tid>/stack: "[<0>] function+0x1d/0x40", innermost first. */
 const STACK_FRAME = /^\[<[0-9a-fx]+>\] ([A-Za-z0-9_]+)[A-Za-z0-9_.]*\+/;
 
 /**
@@ -194,7 +202,7 @@ function readStack(path: string): string {
 }
 
 /**
- * Whether a thread whose kernel stack is `stack` (the text of /proc/<pid>/task/<tid>/stack)
+ * Whether a thread whose kernel stack is `stack` (the text of /proc/<tid>/stack)
  * is switched out in one of PARKING_FUNCTIONS, with no frame in FUSE code. The stack is the
  * one saved when the thread was last switched out, which is where it resumes; the kernel's
  * unwinder shows nothing for a thread that is on a CPU. With SIGKILL pending, such a thread
@@ -240,10 +248,11 @@ export const TEARDOWN_IDLE_MAX_MS = 20;
  * Moves threads `tids` that yieldExitingThreads idled back to SCHED_NORMAL; returns how many
  * were still there. The last thread of a process signals its parent and then, still exiting,
  * drops its /proc entries; the parent's wait4() meanwhile drops the process's, and waits in a
- * loop for dentries the thread holds. Left SCHED_IDLE, that thread hardly runs while the
- * parent spins on its CPU: reaping took the parent up to 390 ms of CPU on the failover bench
- * (bench/reap.ts measures it). Call it while the process is not reaped, so that the thread
- * ids are still its own.
+ * loop for any dentry of them that the thread holds. Left SCHED_IDLE, that thread hardly runs
+ * while the parent spins on its CPU: reaping took the parent up to 390 ms of CPU on the
+ * failover bench (bench/reap.ts measures it). scanThreads no longer leaves such dentries
+ * where both walk; a teardown starved under load still holds the process's memory. Call it
+ * while the process is not reaped, so that the thread ids are still its own.
  */
 export function restoreThreads(tids: Iterable<number>): number {
   return setEachThread(tids, setNormalScheduling).length;
