@@ -294,7 +294,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const killWall = Date.now();
       process.kill(ownerPid, 'SIGKILL');
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000, logFrom));
-      const gone = await sup.waitEvent('owner.disconnected', (e) => e.owner === ownerPid, 1, logFrom).catch(() => undefined);
+      const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
       const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number> };
       if (sc.kind === 'bare') {

@@ -1,6 +1,7 @@
 import { constants } from 'node:os';
 import { sys, lastErrno } from './libc.ts';
 import { NativeError } from './errors.ts';
+import { pollNow, POLL } from './fd.ts';
 
 const SYS_pidfd_send_signal = 424;
 const SYS_pidfd_open = 434;
@@ -25,6 +26,14 @@ export function pidfdSendSignal(pidfd: number, signal: NodeJS.Signals | number):
   if (Number(sys.syscall(SYS_pidfd_send_signal, 'long', pidfd, 'long', signo, 'void *', null, 'long', 0)) !== 0) {
     throw new NativeError('pidfd_send_signal', lastErrno(), `${signal} via pidfd ${pidfd}`);
   }
+}
+
+/**
+ * Whether the process behind `pidfd` has exited: a pidfd is readable from then on, reaped or
+ * not (the kernel marks it when the process's last thread notifies its parent).
+ */
+export function pidfdExited(pidfd: number): boolean {
+  return (pollNow(pidfd, POLL.IN) & POLL.IN) !== 0;
 }
 
 /** include/uapi/linux/sched.h */

@@ -16,13 +16,12 @@ import {
   peerCredentials,
   setSocketBuffer,
   pidfdOpen,
+  pidfdExited,
   receiveMessage,
   sendMessage,
   connectSocket,
   createSealedFile,
   watchFd,
-  pollNow,
-  POLL,
   sameOpenFile,
   setNonBlocking,
   subscribeThreadExits,
@@ -448,8 +447,8 @@ export class Supervisor {
     this.#teardowns.delete(owner);
     t.poll.close();
     clearTimeout(t.timer);
-    // A readable pidfd: the process has exited (and may be reaped), its thread ids may be reused.
-    this.#restoreIdled(owner, (pollNow(t.pidfd, POLL.IN) & POLL.IN) !== 0);
+    // Exited, the process may be reaped: its thread ids may be reused.
+    this.#restoreIdled(owner, pidfdExited(t.pidfd));
     closeFd(t.socket);
     closeFd(t.pidfd);
   }
@@ -576,10 +575,9 @@ export class Supervisor {
     }
     for (const s of [...this.#sessions.values()]) {
       // The pidfd watch runs on a later turn of the loop: a managed owner just stopped by
-      // SIGTERM may have exited without it having fired. A pidfd is readable once its
-      // process has exited.
+      // SIGTERM may have exited without it having fired.
       const o = s.owner;
-      if (o && !o.exited && o.pidfd >= 0 && (pollNow(o.pidfd, POLL.IN) & POLL.IN) !== 0) o.exited = true;
+      if (o && !o.exited && o.pidfd >= 0 && pidfdExited(o.pidfd)) o.exited = true;
       // An owner process that still runs holds the connection, connected or not (a daemon
       // reconnecting after a supervisor restart): its mount stays.
       if (this.#ownerLive(s) || (s.owner !== null && !s.owner.exited)) {
