@@ -22,6 +22,7 @@ export const sys = {
   open: libc.func('int open(const char *path, int flags, ...)'),
   close: libc.func('int close(int fd)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
+  readlink: libc.func('intptr_t readlink(const char *path, void *buf, size_t size)'),
   write: libc.func('intptr_t write(int fd, void *buf, size_t count)'),
   writev: libc.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),

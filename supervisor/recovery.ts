@@ -2,8 +2,8 @@
 // owner, clean backing ids, replay in-flight requests. The order matters: two readers on one
 // connection corrupt it, and probing for unreported ids is only safe while nobody can
 // allocate new ones.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { pidfdSendSignal, setIdleScheduling, setNormalScheduling, NativeError } from '../native/index.ts';
+import { readdirSync } from 'node:fs';
+import { pidfdSendSignal, readFileInto, readLinkInto, setIdleScheduling, setNormalScheduling, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
 import { FuseKernelError } from '../kernel/errors.ts';
 import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
@@ -61,6 +61,21 @@ const PF_IO_WORKER = 0x10;
 
 /** SIGKILL's bit in a mask of signals (bit n - 1 for signal n). */
 const SIGKILL_BIT = 1 << 8;
+
+/**
+ * Where the /proc files of a look are read: a stat line is under 1 KiB, a stack at most 64
+ * frames of about 60 bytes. Reading into it natively made a look at 11 threads 3 times
+ * cheaper than fs.readFileSync (readFileInto); a look runs while applications wait.
+ */
+const procScratch = Buffer.alloc(8192);
+
+/** The target of an fd link to an io_uring instance. */
+const IO_URING_LINK = Buffer.from('anon_inode:[io_uring]');
+
+/** The text of a /proc file (its first 8 KiB). Throws as readFileInto. */
+function readProcText(path: string): string {
+  return procScratch.toString('latin1', 0, readFileInto(path, procScratch));
+}
 
 /**
  * From a /proc stat line: the task flags (field 9) and the thread's own pending signals
@@ -129,7 +144,7 @@ export function scanThreads(pid: number): ThreadScan {
   for (const tid of tids) {
     let stat: { flags: number; pending: number };
     try {
-      stat = statFields(readFileSync(`/proc/${tid}/stat`, 'utf8'));
+      stat = statFields(readProcText(`/proc/${tid}/stat`));
     } catch (err) {
       if (gone(err)) continue; // reaped meanwhile
       others++;
@@ -181,7 +196,8 @@ export function usesIoUring(pid: number): boolean {
   try {
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       try {
-        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[io_uring]') return true;
+        const n = readLinkInto(`/proc/${pid}/fd/${fd}`, procScratch);
+        if (n === IO_URING_LINK.length && procScratch.subarray(0, n).equals(IO_URING_LINK)) return true;
       } catch {
         // closed meanwhile
       }
@@ -195,7 +211,7 @@ export function usesIoUring(pid: number): boolean {
 /** The text of a thread's /proc stack file, '' where it cannot be read. */
 function readStack(path: string): string {
   try {
-    return readFileSync(path, 'utf8');
+    return readProcText(path);
   } catch {
     return '';
   }
@@ -284,7 +300,7 @@ function setEachThread(tids: Iterable<number>, set: (tid: number) => void): numb
 export function isDying(pid: number): boolean {
   let stat: { flags: number; pending: number };
   try {
-    stat = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    stat = statFields(readProcText(`/proc/${pid}/stat`));
   } catch {
     return true;
   }
