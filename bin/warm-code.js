@@ -13,14 +13,15 @@ export const EAGER_COMPILE_FLAGS = ['--no-lazy', '--always-sparkplug', '--no-flu
 
 /**
  * For the supervisor (`fusekeeper serve`), whose recovery path first runs at the first crash,
- * maybe days after it started, and then rarely: every function compiled to bytecode at load,
- * and kept. Without them that first recovery compiled its code as it ran, about 3.7 ms of the
- * supervisor's CPU between the kill and ACQUIRED (perf, failover bench, bare-100k-ids), and
- * V8 would drop that bytecode again after a few garbage collections without a crash. With
- * them: nothing compiled there, for 2 MiB more RSS and 0.1 s more start-up. Not
- * --always-sparkplug: 9 MiB more, for code that the recovery runs once.
+ * maybe days after it started, and then rarely: every function compiled at load, to bytecode
+ * and baseline machine code, and kept. Without --no-lazy that first recovery compiled its
+ * code as it ran, about 3.7 ms of the supervisor's CPU between the kill and ACQUIRED (perf,
+ * failover bench, bare-100k-ids), and V8 would drop the bytecode again after a few garbage
+ * collections without a crash. A recovery that runs rarely runs cold, so interpreted:
+ * --always-sparkplug took the supervisor's recovery steps from 404 to 295 us (median, bare
+ * hand-over, 20 rounds each), for 3-5 MiB more RSS.
  */
-export const SUPERVISOR_COMPILE_FLAGS = ['--no-lazy', '--no-flush-bytecode'];
+export const SUPERVISOR_COMPILE_FLAGS = ['--no-lazy', '--always-sparkplug', '--no-flush-bytecode'];
 
 /** Applies `flags` (by default EAGER_COMPILE_FLAGS) to every script compiled from now on. */
 export function compileEagerly(flags = EAGER_COMPILE_FLAGS) {
