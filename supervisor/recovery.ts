@@ -64,8 +64,9 @@ const SIGKILL_BIT = 1 << 8;
 
 /**
  * Where the /proc files of a look are read: a stat line is under 1 KiB, a stack at most 64
- * frames of about 60 bytes. Reading into it natively made a look at 11 threads 3 times
- * cheaper than fs.readFileSync (readFileInto); a look runs while applications wait.
+ * frames of about 60 bytes. Read into it natively (readFileInto), 11 threads' stat files
+ * took 2.5 times less than with fs.readFileSync, their stacks 1.8 times less; a look runs
+ * while applications wait.
  */
 const procScratch = Buffer.alloc(8192);
 
