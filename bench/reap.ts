@@ -16,8 +16,9 @@
 // round starts a Node process holding 64 MB of heap, looks at its threads once (as the
 // supervisor does while an owner lives: the /proc entries it reads stay cached), SIGKILLs it,
 // looks at its threads every millisecond until all are exiting (restored: until each is
-// exiting or parked, as the supervisor decides), and waits for Node's child_process to reap it. Measured per round: the parent's system CPU time from the kill
-// to the reap (process.cpuUsage; the reap's wait4 runs in this thread) and the wall time.
+// exiting or parked, as the supervisor decides), and waits for Node's child_process to reap
+// it. Measured per round: the parent's system CPU time from the kill to the reap
+// (process.cpuUsage; the reap's wait4 runs in this thread) and the wall time.
 // Writes bench/results/reap.json.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';

@@ -5,9 +5,9 @@
 // none takes ownership of an fd.
 import { sys, lastErrno } from './libc.ts';
 import { NativeError, errnoValue } from './errors.ts';
+import { O, openFd, readFd } from './fd.ts';
 
 const AT_FDCWD = -100;
-const O_RDONLY_CLOEXEC = 0o2000000;
 
 function check(ok: boolean, syscall: string, detail: string): void {
   if (!ok) throw new NativeError(syscall, lastErrno(), detail);
@@ -139,13 +139,12 @@ export function openByHandle(mountFd: number, handle: Buffer, flags: number): nu
  * `ESRCH` for a thread that is gone, `EACCES`...).
  */
 export function readFileInto(path: string, buf: Buffer): number {
-  const fd = sys.open(path, O_RDONLY_CLOEXEC) as number;
-  check(fd >= 0, 'open', path);
+  const fd = openFd(path, O.RDONLY);
   let total = 0;
   try {
     while (total < buf.length) {
-      const n = Number(sys.read(fd, total === 0 ? buf : buf.subarray(total), buf.length - total));
-      check(n >= 0, 'read', path);
+      const n = readFd(fd, total === 0 ? buf : buf.subarray(total), buf.length - total);
+      if (n < 0) throw new NativeError('read', -n, path);
       if (n === 0) break;
       total += n;
     }
