@@ -38,7 +38,10 @@ export function pidfdExited(pidfd: number): boolean {
 
 /** include/uapi/linux/sched.h */
 const SCHED_NORMAL = 0;
+const SCHED_FIFO = 1;
 const SCHED_IDLE = 5;
+/** Or-ed into a policy: threads and processes the thread creates from then on get SCHED_NORMAL. */
+const SCHED_RESET_ON_FORK = 0x40000000;
 /** struct sched_param: sched_priority, 0 for every policy but the real-time ones. */
 const NO_PRIORITY = Buffer.alloc(4);
 
@@ -58,4 +61,19 @@ export function setIdleScheduling(tid: number): void {
  */
 export function setNormalScheduling(tid: number): void {
   if (sys.sched_setscheduler(tid, SCHED_NORMAL, NO_PRIORITY) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_NORMAL for thread ${tid}`);
+}
+
+/**
+ * Moves the calling thread to SCHED_FIFO at `priority` (1-99), with SCHED_RESET_ON_FORK: the
+ * threads and processes it starts from then on run with SCHED_NORMAL. A real-time thread
+ * that wakes takes the CPU from any SCHED_NORMAL one at once (on a kernel without forced
+ * preemption, at its next rescheduling point); the kernel caps real-time tasks at
+ * kernel.sched_rt_runtime_us per second (95% by default). Throws `NativeError`: `EPERM`
+ * without CAP_SYS_NICE (or under systemd's RestrictRealtime=), or where the kernel has
+ * CONFIG_RT_GROUP_SCHED and the thread's cgroup has no real-time runtime.
+ */
+export function setRealtimeScheduling(priority: number): void {
+  const param = Buffer.alloc(4);
+  param.writeInt32LE(priority);
+  if (sys.sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, param) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_FIFO ${priority}`);
 }

@@ -47,6 +47,11 @@ export interface SupervisorConfig {
    * before its fds close (docs/systemd.md). Read at start-up only.
    */
   exitEvents: boolean;
+  /**
+   * SCHED_FIFO priority (1-99) of the supervisor's main thread, or 0 for none (docs/systemd.md,
+   * "The supervisor's CPU"). Read at start-up only.
+   */
+  realtimePriority: number;
   daemons: ManagedDaemon[];
 }
 
@@ -62,6 +67,7 @@ export const DEFAULT_CONFIG: Readonly<SupervisorConfig> = Object.freeze({
   adoptTimeoutMs: 30_000,
   metrics: null,
   exitEvents: true,
+  realtimePriority: 1,
   daemons: [],
 });
 
@@ -122,7 +128,7 @@ function daemon(v: unknown, where: string): ManagedDaemon {
 export function parseConfig(value: unknown, source = 'config'): SupervisorConfig {
   expect(typeof value === 'object' && value !== null && !Array.isArray(value), source, 'expected a JSON object');
   const o = value as Json;
-  onlyKeys(o, ['socket', 'allowedUids', 'allowedGids', 'heartbeatTimeoutMs', 'fenceTimeoutMs', 'drainTimeoutMs', 'adoptTimeoutMs', 'metrics', 'exitEvents', 'daemons'], source);
+  onlyKeys(o, ['socket', 'allowedUids', 'allowedGids', 'heartbeatTimeoutMs', 'fenceTimeoutMs', 'drainTimeoutMs', 'adoptTimeoutMs', 'metrics', 'exitEvents', 'realtimePriority', 'daemons'], source);
   const cfg: SupervisorConfig = { ...DEFAULT_CONFIG, allowedUids: [], allowedGids: [], daemons: [] };
   if (o.socket !== undefined) {
     expect(typeof o.socket === 'string' && (isAbsolute(o.socket) || (o.socket.startsWith('@') && o.socket.length > 1)), `${source}.socket`, 'expected an absolute path or @abstract-name');
@@ -138,6 +144,7 @@ export function parseConfig(value: unknown, source = 'config'): SupervisorConfig
     expect(typeof o.exitEvents === 'boolean', `${source}.exitEvents`, 'expected true or false');
     cfg.exitEvents = o.exitEvents as boolean;
   }
+  if (o.realtimePriority !== undefined) cfg.realtimePriority = int(o.realtimePriority, `${source}.realtimePriority`, 0, 99);
   if (o.metrics !== undefined && o.metrics !== null) {
     expect(typeof o.metrics === 'string' && /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d{1,5}$/.test(o.metrics), `${source}.metrics`, 'expected a loopback host:port');
     cfg.metrics = o.metrics;

@@ -8,6 +8,7 @@ import { Supervisor, type KernelCaps } from './server.ts';
 import { DaemonManager } from './daemons.ts';
 import { noMetrics, startMetricsServer } from './metrics.ts';
 import { ServiceIntegration } from './service.ts';
+import { startRealtime } from './realtime.ts';
 
 export interface ServeOptions {
   configFile?: string;
@@ -42,6 +43,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   const log = opts.log ?? createLogger();
   // First: take the fds systemd passed (and clear LISTEN_* before anything spawns children).
   const service = new ServiceIntegration({ log });
+  const realtime = startRealtime(config.realtimePriority, log);
   const { caps, problems } = await probeKernel();
   if (problems.length > 0) {
     for (const p of problems) log.error({ event: 'supervisor.kernel_problem' }, p);
@@ -50,7 +52,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
     }
   }
   const metricsServer = config.metrics ? await startMetricsServer(config.metrics, log) : null;
-  const supervisor = new Supervisor({ config, kernel: caps, version: opts.version, log, metrics: metricsServer?.metrics ?? noMetrics });
+  const supervisor = new Supervisor({ config, kernel: caps, version: opts.version, log, metrics: metricsServer?.metrics ?? noMetrics, realtime });
   service.attach(supervisor);
   supervisor.start(service.controlFd());
   const daemons = new DaemonManager(config.socket, config.daemons, log, (d) => {
@@ -90,6 +92,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   process.off('SIGUSR2', onRestart);
   await daemons.stop();
   supervisor.stop();
+  realtime.stop();
   service.close();
   await metricsServer?.close();
   process.off('uncaughtException', onFault);
@@ -99,8 +102,9 @@ export async function serve(opts: ServeOptions): Promise<number> {
 
 /**
  * SIGHUP (`systemctl reload fusekeeper`): re-reads the configuration file and applies what can
- * change while serving: allowed uids/gids and the timeouts. The socket, metrics address and
- * managed daemons need a restart; a change to them is logged.
+ * change while serving: allowed uids/gids and the timeouts. The socket, metrics address,
+ * managed daemons, exit events and real-time priority need a restart; a change to them is
+ * logged.
  */
 function reload(supervisor: Supervisor, opts: ServeOptions, service: ServiceIntegration, log: Logger): void {
   service.reloading();
@@ -113,7 +117,7 @@ function reload(supervisor: Supervisor, opts: ServeOptions, service: ServiceInte
     cfg.fenceTimeoutMs = next.fenceTimeoutMs;
     cfg.drainTimeoutMs = next.drainTimeoutMs;
     cfg.adoptTimeoutMs = next.adoptTimeoutMs;
-    const fixed: string[] = (['socket', 'metrics'] as const).filter((k) => next[k] !== cfg[k]);
+    const fixed: string[] = (['socket', 'metrics', 'exitEvents', 'realtimePriority'] as const).filter((k) => next[k] !== cfg[k]);
     if (JSON.stringify(next.daemons) !== JSON.stringify(cfg.daemons)) fixed.push('daemons');
     log.info({ event: 'supervisor.reloaded', needsRestart: fixed }, fixed.length ? `configuration reloaded; ${fixed.join(', ')} change only with a restart` : 'configuration reloaded');
   } catch (err) {

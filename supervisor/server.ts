@@ -70,6 +70,7 @@ import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, RESTORE_IDLED_
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
+import type { RealtimeScheduling } from './realtime.ts';
 import type { Owner, Session, SessionStatus } from './session.ts';
 import type { PersistedSession } from './state.ts';
 
@@ -86,6 +87,8 @@ export interface SupervisorOptions {
   version: string;
   log?: Logger;
   metrics?: SupervisorMetrics;
+  /** The main thread's real-time scheduling (serve() starts it; supervisor/realtime.ts). */
+  realtime?: Pick<RealtimeScheduling, 'status' | 'handedOver'>;
 }
 
 /**
@@ -221,6 +224,7 @@ export class Supervisor {
   #exitEventsBuf: Buffer | null = null;
   /** Why thread exit events are off (null: on). */
   #exitEventsOff: string | null = null;
+  readonly #realtime: Pick<RealtimeScheduling, 'status' | 'handedOver'>;
   /** Owners reported exiting whose threads are not all exiting or parked yet, and until when to look (#ownerDying). */
   readonly #dyingOwners = new Map<Owner, { session: LiveSession; exitCode: number; until: bigint }>();
   /** Wakes #lookAtDyingOwners; exists while exit events are on. */
@@ -234,6 +238,7 @@ export class Supervisor {
     this.#log = opts.log ?? silentLogger();
     this.#metrics = opts.metrics ?? noMetrics;
     this.#version = opts.version;
+    this.#realtime = opts.realtime ?? { status: () => 'off', handedOver: () => {} };
   }
 
   /** The cleanup strategy this kernel allows. */
@@ -273,7 +278,7 @@ export class Supervisor {
     this.#watchdog.unref();
     this.#subscribeExitEvents();
     this.#log.info(
-      { event: 'supervisor.listening', socket: address, inherited: this.#listenInherited, strategy: this.strategy, kernel: this.kernel, exitEvents: this.#exitEventsOff ?? 'on' },
+      { event: 'supervisor.listening', socket: address, inherited: this.#listenInherited, strategy: this.strategy, kernel: this.kernel, exitEvents: this.#exitEventsOff ?? 'on', realtime: this.#realtime.status() },
       `listening on ${address}${this.#listenInherited ? ' (socket from systemd)' : ''}`,
     );
   }
@@ -607,6 +612,7 @@ export class Supervisor {
         strategy: this.strategy,
         kernel: this.kernel,
         exitEvents: this.#exitEventsOff ?? 'on',
+        realtime: this.#realtime.status(),
         connections: this.#conns.size,
       },
       sessions: [...this.#sessions.values()].map((s) => this.#sessionStatus(s)),
@@ -1409,6 +1415,8 @@ export class Supervisor {
         { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, journalPrepared: preparedJournal >= 0, stepsUs },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
       );
+      // Stepping down lets the new owner run at once where it shares a CPU with this thread.
+      this.#realtime.handedOver();
     } catch (err) {
       conn.acquiring = false;
       this.#metrics.recovery(this.strategy, 'failed', Number(process.hrtime.bigint() - started) / 1e9);

@@ -79,7 +79,7 @@ const commands: Record<string, Command> = {
     usage: 'fusekeeper serve [--socket PATH] [--config FILE] [--metrics HOST:PORT]',
     summary: 'run the supervisor (needs root; no config file needed)',
     options: { socket: { type: 'string' }, config: { type: 'string' }, metrics: { type: 'string' } },
-    optionHelp: [SOCKET_HELP, '--config FILE   JSON configuration (managed daemons, allowed uids/gids, timeouts)', '--metrics H:P   serve Prometheus metrics on a loopback address, e.g. 127.0.0.1:9464'],
+    optionHelp: [SOCKET_HELP, '--config FILE   JSON configuration (managed daemons, allowed uids/gids, timeouts, real-time priority)', '--metrics H:P   serve Prometheus metrics on a loopback address, e.g. 127.0.0.1:9464'],
     async run(values, positionals) {
       if (positionals.length > 0) throw Object.assign(new Error(`unexpected argument ${positionals[0]}`), { code: 'EUSAGE' });
       return serve({ socket: values.socket as string | undefined ?? process.env.FUSEKEEPER_SOCKET, configFile: values.config as string | undefined, metrics: values.metrics as string | undefined, version: version() });

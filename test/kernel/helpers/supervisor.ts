@@ -3,11 +3,12 @@
 // user runs it: build first with `npm run prepare`), owner helpers as children, the CLI, and
 // wait-until polling. Everything started here is killed by pid, never by name.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findMount, parseMountInfo, unmountFuse } from '../../../kernel/mount.ts';
 import type { MountSpec } from '../../../protocol/index.ts';
+import { cpuCgroupV1 } from '../../../supervisor/realtime.ts';
 import type { OwnerPlan, OwnerReport } from './owner.ts';
 
 export const ROOT = new URL('../../../', import.meta.url).pathname.replace(/\/$/, '');
@@ -194,8 +195,9 @@ export function hermeticEnv(): NodeJS.ProcessEnv {
 /**
  * Starts `fusekeeper serve --socket <dir>/control.sock [--config <dir>/config.json]` and
  * waits until it listens. `config` is written as JSON (without `socket`: the flag sets it).
+ * `wrapper` (e.g. setpriv and its options) runs node.
  */
-export async function startSupervisor(opts: { config?: Record<string, unknown>; dir?: string; env?: Record<string, string> } = {}): Promise<SupervisorProcess> {
+export async function startSupervisor(opts: { config?: Record<string, unknown>; dir?: string; env?: Record<string, string>; wrapper?: string[] } = {}): Promise<SupervisorProcess> {
   const dir = opts.dir ?? tempDir();
   const socket = join(dir, 'control.sock');
   // The node flag bin/fusekeeper.js's shebang gives the supervisor (spawned through node here).
@@ -205,7 +207,8 @@ export async function startSupervisor(opts: { config?: Record<string, unknown>; 
     writeFileSync(file, JSON.stringify(opts.config));
     args.push('--config', file);
   }
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...hermeticEnv(), ...opts.env } });
+  const [cmd, ...cmdArgs] = [...(opts.wrapper ?? []), process.execPath, ...args];
+  const child = spawn(cmd!, cmdArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...hermeticEnv(), ...opts.env } });
   const out = new Lines();
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => out.push(c));
@@ -325,3 +328,51 @@ export function sessionDir(parent: string, name: string, backingFiles = 0): { di
 }
 
 export { findMount };
+
+/** Scheduling policy of thread `tid` (fields 40 and 41 of its /proc stat): 0 SCHED_OTHER, 1 SCHED_FIFO, 5 SCHED_IDLE. */
+export function threadPolicy(tid: number): { policy: number; rtPriority: number } {
+  const stat = readFileSync(`/proc/${tid}/stat`, 'latin1');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { policy: Number(fields[38]), rtPriority: Number(fields[37]) };
+}
+
+/**
+ * On a kernel with CONFIG_RT_GROUP_SCHED (cgroup v1 `cpu.rt_runtime_us`), a cgroup without
+ * real-time runtime refuses SCHED_FIFO even to root. Sets `us` per second on each cgroup from
+ * the top down to `path` (in the cpu hierarchy; by default this process's cgroup) where it
+ * is 0, creating the missing ones (systemd then uses them as they are). Returns the files it
+ * changed and what restores them and removes what it created (nothing where the kernel has
+ * no such limit).
+ */
+export function grantRealtimeRuntime(us = 500_000, path?: string): { files: string[]; restore(): void } {
+  const none = { files: [], restore: () => {} };
+  const own = cpuCgroupV1(readFileSync('/proc/self/cgroup', 'utf8'));
+  if (!own || !existsSync(join(own.hierarchy, 'cpu.rt_runtime_us'))) return none;
+  const changed: string[] = [];
+  const created: string[] = [];
+  let dir = own.hierarchy;
+  for (const part of (path ?? own.path).split('/').filter(Boolean)) {
+    dir = join(dir, part);
+    if (!existsSync(dir)) {
+      mkdirSync(dir);
+      created.push(dir);
+    }
+    const file = join(dir, 'cpu.rt_runtime_us');
+    if (readFileSync(file, 'utf8').trim() !== '0') continue;
+    writeFileSync(file, String(us));
+    changed.push(file);
+  }
+  return {
+    files: changed,
+    restore: () => {
+      for (const file of [...changed].reverse()) if (existsSync(file)) writeFileSync(file, '0');
+      for (const d of created.reverse()) {
+        try {
+          rmdirSync(d);
+        } catch {
+          // gone already (systemd removes the cgroups it no longer uses)
+        }
+      }
+    },
+  };
+}

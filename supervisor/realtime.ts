@@ -1,0 +1,183 @@
+// The supervisor's main thread on SCHED_FIFO (config realtimePriority; docs/systemd.md, "The
+// supervisor's CPU"), for as long as it stays mostly idle. A crash wakes the supervisor while
+// the dying daemon's threads still hold the CPUs; a SCHED_NORMAL thread waits behind them,
+// a real-time one runs at once. But the main thread also carries every daemon's journal
+// frames (two per backing id), and real-time work preempts everything else on its CPU: so a
+// main thread that keeps a CPU busy goes back to SCHED_NORMAL until it is idle again, and so
+// does one that has just handed a session over, so that the new owner starts serving first.
+import { readFileSync } from 'node:fs';
+import { readFileInto, setNormalScheduling, setRealtimeScheduling } from '../native/index.ts';
+import type { Logger } from './log.ts';
+
+/** How often the main thread's CPU time is looked at, ms. */
+export const REALTIME_WINDOW_MS = 100;
+
+/** The largest share of a CPU the main thread may use in a window and stay real-time. */
+export const REALTIME_MAX_SHARE = 0.25;
+
+/**
+ * Whether the main thread should be real-time after a window in which it used `share` of a
+ * CPU: it stays while at most `limit`, and comes back once under half of it.
+ */
+export function staysRealtime(isRealtime: boolean, share: number, limit: number): boolean {
+  return isRealtime ? share <= limit : share < limit / 2;
+}
+
+/**
+ * The share of a CPU the main thread may use on SCHED_FIFO, from the cgroup it runs in:
+ * where the kernel has CONFIG_RT_GROUP_SCHED (cgroup v1 `cpu.rt_runtime_us`), the cgroup's
+ * real-time tasks stop running altogether, for the rest of `cpu.rt_period_us`, once they have
+ * used its runtime. Half of that runtime at most, then. `cgroupFile` is /proc/self/cgroup.
+ */
+export function realtimeShareLimit(cgroupFile: string, read: (path: string) => string = (p) => readFileSync(p, 'utf8')): number {
+  const cgroup = cpuCgroupV1(cgroupFile);
+  if (!cgroup) return REALTIME_MAX_SHARE;
+  const dir = `${cgroup.hierarchy}${cgroup.path}`.replace(/\/$/, '');
+  let runtime: number;
+  let period: number;
+  try {
+    runtime = Number(read(`${dir}/cpu.rt_runtime_us`).trim());
+    period = Number(read(`${dir}/cpu.rt_period_us`).trim());
+  } catch {
+    return REALTIME_MAX_SHARE;
+  }
+  if (!(runtime > 0 && period > 0)) return REALTIME_MAX_SHARE; // -1: no limit; 0: refused anyway
+  return Math.min(REALTIME_MAX_SHARE, runtime / period / 2);
+}
+
+/**
+ * From /proc/<pid>/cgroup: where a process sits in the cgroup v1 cpu controller (the
+ * hierarchy's directory under /sys/fs/cgroup, named after its controllers, and the path in
+ * it), or null under cgroup v2 only.
+ */
+export function cpuCgroupV1(cgroupFile: string): { hierarchy: string; path: string } | null {
+  const m = /^\d+:((?:[^:]*,)?cpu(?:,[^:]*)?):(.*)$/m.exec(cgroupFile);
+  return m ? { hierarchy: `/sys/fs/cgroup/${m[1]!}`, path: m[2]! } : null;
+}
+
+/** The main thread's real-time scheduling. */
+export interface RealtimeScheduling {
+  /** What `fusekeeper status` shows under `realtime`. */
+  status(): string;
+  /**
+   * A session was just handed to a new owner, which is about to start serving on some CPU,
+   * and the supervisor's work that follows (the new owner's ADOPT, its first journal frames)
+   * must not preempt it: SCHED_NORMAL until the end of a window from now on in which it was
+   * not busy.
+   */
+  handedOver(): void;
+  stop(): void;
+}
+
+/** Scheduling that never changes: off, or refused. */
+function fixed(status: string): RealtimeScheduling {
+  return { status: () => status, handedOver: () => {}, stop: () => {} };
+}
+
+/**
+ * Moves the calling (main) thread to SCHED_FIFO `priority`, the threads and processes it
+ * starts keeping SCHED_NORMAL, and looks at its CPU time every REALTIME_WINDOW_MS
+ * (staysRealtime). Refused (EPERM: no CAP_SYS_NICE, RestrictRealtime=, or a cgroup without
+ * real-time runtime), it logs `supervisor.realtime_refused` once and stays SCHED_NORMAL.
+ */
+export function startRealtime(priority: number, log: Logger): RealtimeScheduling {
+  if (priority === 0) return fixed('off in the configuration');
+  try {
+    setRealtimeScheduling(priority);
+  } catch (err) {
+    const why = (err as Error).message;
+    log.warn({ event: 'supervisor.realtime_refused', err: why }, `running without real-time priority (${why}): a crash may be noticed milliseconds later on a busy machine; see docs/systemd.md`);
+    return fixed(why);
+  }
+  let limit = REALTIME_MAX_SHARE;
+  try {
+    limit = realtimeShareLimit(readFileSync('/proc/self/cgroup', 'utf8'));
+  } catch {
+    // no /proc/self/cgroup: no cgroup limit to respect
+  }
+  return new RealtimeMainThread(priority, limit, log);
+}
+
+class RealtimeMainThread implements RealtimeScheduling {
+  readonly #priority: number;
+  readonly #limit: number;
+  readonly #log: Logger;
+  readonly #scratch = Buffer.alloc(128);
+  #isRealtime = true;
+  /** Stepped down at a hand-over: the next window decides as if it had stayed real-time. */
+  #afterHandover = false;
+  #paused = 0;
+  #lastCpuNs: number;
+  #lastAt: bigint;
+  #timer: NodeJS.Timeout;
+
+  constructor(priority: number, limit: number, log: Logger) {
+    this.#priority = priority;
+    this.#limit = limit;
+    this.#log = log;
+    this.#lastCpuNs = this.#cpuNs();
+    this.#lastAt = process.hrtime.bigint();
+    this.#timer = this.#startWindows();
+  }
+
+  status(): string {
+    return this.#isRealtime ? `SCHED_FIFO ${this.#priority}` : `SCHED_NORMAL for now (SCHED_FIFO ${this.#priority} when idle)`;
+  }
+
+  handedOver(): void {
+    clearInterval(this.#timer);
+    this.#lastCpuNs = this.#cpuNs();
+    this.#lastAt = process.hrtime.bigint();
+    this.#timer = this.#startWindows();
+    // Stepped down for being busy already: the windows decide as before.
+    if (!this.#isRealtime) return;
+    this.#switch(false, 'a session was handed over');
+    this.#afterHandover = !this.#isRealtime;
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** The main thread's time on a CPU, ns (/proc/thread-self/schedstat: that, its wait, its slices). */
+  #cpuNs(): number {
+    const n = readFileInto('/proc/thread-self/schedstat', this.#scratch);
+    return Number(this.#scratch.toString('latin1', 0, n).split(' ')[0]);
+  }
+
+  #startWindows(): NodeJS.Timeout {
+    const timer = setInterval(() => this.#endWindow(), REALTIME_WINDOW_MS);
+    timer.unref();
+    return timer;
+  }
+
+  #endWindow(): void {
+    const now = process.hrtime.bigint();
+    const cpuNs = this.#cpuNs();
+    const share = (cpuNs - this.#lastCpuNs) / Number(now - this.#lastAt);
+    [this.#lastCpuNs, this.#lastAt] = [cpuNs, now];
+    const next = staysRealtime(this.#isRealtime || this.#afterHandover, share, this.#limit);
+    this.#afterHandover = false;
+    if (next === this.#isRealtime) return;
+    const pct = Math.round(share * 100);
+    this.#switch(next, next ? `idle again (${pct}% of a CPU)` : `busy (${pct}% of a CPU in ${REALTIME_WINDOW_MS} ms, more than ${Math.round(this.#limit * 100)}%)`, pct);
+  }
+
+  #switch(toRealtime: boolean, why: string, usedPct?: number): void {
+    try {
+      if (toRealtime) setRealtimeScheduling(this.#priority);
+      else setNormalScheduling(0);
+    } catch (err) {
+      this.#log.warn({ event: 'supervisor.realtime_refused', err: (err as Error).message }, `cannot change the main thread's scheduling: ${(err as Error).message}`);
+      return;
+    }
+    this.#isRealtime = toRealtime;
+    const busy = !toRealtime && usedPct !== undefined;
+    if (busy) this.#paused++;
+    const fields = { event: toRealtime ? 'supervisor.realtime_resumed' : 'supervisor.realtime_paused', why, usedPct, limitPct: Math.round(this.#limit * 100), busyPauses: this.#paused };
+    // The first pause for being busy says so; the rest (every hand-over, every change of a
+    // busy supervisor) would only flood the log.
+    const level = busy && this.#paused === 1 ? 'info' : 'debug';
+    this.#log[level](fields, `main thread ${why}: ${toRealtime ? `back to SCHED_FIFO ${this.#priority}` : 'SCHED_NORMAL until it is idle again'}`);
+  }
+}
