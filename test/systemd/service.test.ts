@@ -15,12 +15,14 @@ import { findMount, unmountFuse } from '../../kernel/mount.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 import { sessionFdName } from '../../supervisor/systemd.ts';
 import { startUserManager, waitUntil, ROOT, type UserManager } from './helpers/user-manager.ts';
+import { grantRealtimeRuntime } from '../kernel/helpers/supervisor.ts';
 
 const SUPERVISOR = 'fusekeeper.service';
 const mirrorUnit = (name: string): string => `fusekeeper-mirrorfs@${name}.service`;
 const READER = join(ROOT, 'test/systemd/helpers/reader.mjs');
 
 let um: UserManager;
+let runtime: ReturnType<typeof grantRealtimeRuntime> | undefined;
 const timings: Record<string, number> = {};
 
 interface ReaderState {
@@ -118,6 +120,10 @@ function diagnostics(): string {
 }
 
 before(async () => {
+  // Where the kernel has CONFIG_RT_GROUP_SCHED (this test VM), the cgroup systemd --user puts
+  // its services in (app.slice, at the top of the cpu hierarchy) needs real-time runtime for
+  // the supervisor's SCHED_FIFO, as a host's system.slice would.
+  runtime = grantRealtimeRuntime(500_000, '/app.slice');
   um = await startUserManager();
 });
 
@@ -125,6 +131,7 @@ after(async () => {
   await reader?.stop().catch(() => undefined);
   if (process.exitCode && um) console.error(diagnostics());
   await um?.stop();
+  runtime?.restore();
   console.log(`timings (ms): ${JSON.stringify(timings)}`);
 });
 
@@ -148,6 +155,7 @@ test('Type=notify: the supervisor reports READY=1, and STATUS= shows in systemct
   const s = await status();
   assert.equal(s.supervisor.processId, Number(p.MainPID));
   assert.equal(s.supervisor.exitEvents, 'on', 'the unit lets the supervisor listen to process events (CAP_NET_ADMIN, AF_NETLINK)');
+  assert.equal(s.supervisor.realtime, 'SCHED_FIFO 1', 'the unit lets the supervisor run its main thread real-time (CAP_SYS_NICE, no RestrictRealtime=)');
   // `systemctl reload` (ExecReload= sends SIGHUP): RELOADING=1, the config re-read, READY=1.
   assert.equal(um.systemctl('reload', SUPERVISOR).status, 0);
   await waitUntil(() => um.log('fusekeeper').includes('"event":"supervisor.reloaded"'), 'the supervisor to reload');
