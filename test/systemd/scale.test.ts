@@ -29,7 +29,8 @@ test(`${SESSIONS} sessions: all in the fd store, all restored after kill -9, all
     }
     const created = Date.now() - t0;
     const fdStore = (): number => Number(um.show('fusekeeper.service', 'NFileDescriptorStore').NFileDescriptorStore);
-    assert.equal(fdStore(), SESSIONS);
+    // The supervisor sends FDSTORE=1 as it adds a session; systemd reads it on its own time.
+    await waitUntil(() => fdStore() === SESSIONS, `all ${SESSIONS} fds in the store`);
     const status = async (): Promise<SessionStatus[]> => {
       const cli = await connectSupervisor({ socket: um.controlSocket, role: 'cli', reconnect: false, heartbeatMs: 0 });
       try {
