@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
 import { connectSupervisor, type SupervisorClient } from '../client/supervisor.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
-import { startSupervisor, waitUntil, unmountUnder, hermeticEnv, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
+import { startSupervisor, waitUntil, unmountUnder, hermeticEnv, grantRealtimeRuntime, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, anyLatency, metaLatency, PROBE_OPS } from './probe.ts';
 import { summarizeRounded, writeResult } from './lib.ts';
 import { setXattr, NativeError } from '../native/index.ts';
@@ -374,6 +374,8 @@ async function main(): Promise<void> {
   requireTools();
   const started = Date.now();
   const loadBefore = loadavg();
+  // The supervisor's default real-time priority, also where CONFIG_RT_GROUP_SCHED limits it.
+  const runtime = grantRealtimeRuntime();
   const sup = await startSupervisor({ env: { FUSEKEEPER_LOG_LEVEL: 'info', ...(args['supervisor-node-options'] ? { NODE_OPTIONS: args['supervisor-node-options'] } : {}) } });
   const dir = sup.dir;
   const source = join(dir, 'src');
@@ -640,6 +642,7 @@ async function main(): Promise<void> {
         rmExit: rm.status,
       },
       supervisorFds: { before: fdsBefore.size, after: fdsAfter.size, beforeTargets: [...fdsBefore.values()].sort(), afterTargets: [...fdsAfter.values()].sort() },
+      supervisorScheduling: (await sup.waitEvent('supervisor.listening')).realtime,
       supervisorRssMiB: { current: Math.round(rss('VmRSS') * 10) / 10, peak: Math.round(rss('VmHWM') * 10) / 10, every5s: rssSamples },
       longestStallMs: ms(anyLatency(longest)),
       longestStallCall: longest ? PROBE_OPS[[longest.stat, longest.open, longest.read, longest.close].indexOf(anyLatency(longest)) + 1] : null,
@@ -700,6 +703,7 @@ chaos: ${crashes.length} crashes (${Object.entries(kindsCount).map(([k, v]) => `
     for (const d of daemons) if (!d.exited) d.child.kill('SIGKILL');
     await Promise.all(daemons.map((d) => d.exit));
     await sup.cleanup();
+    runtime.restore();
     if (tmpfsMounted) spawnSync('umount', ['-l', source]);
     unmountUnder(dir);
     rmSync(dir, { recursive: true, force: true });

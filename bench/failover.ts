@@ -35,7 +35,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectSupervisor, type SupervisorClient } from '../client/supervisor.ts';
 import { pidfdOpen, watchFd, closeFd } from '../native/index.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
-import { startSupervisor, waitUntil, mountSpec, tempDir, hermeticEnv, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
+import { startSupervisor, waitUntil, mountSpec, tempDir, hermeticEnv, grantRealtimeRuntime, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
 import { cpuStalls, summarizeRounded, writeResult } from './lib.ts';
 import { EAGER_COMPILE_FLAGS } from '../bin/warm-code.js';
@@ -179,7 +179,7 @@ async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | u
   return ((await admin.status()) as { sessions: SessionStatus[] }).sessions.find((s) => s.name === SESSION);
 }
 
-async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean): Promise<Record<string, unknown>> {
+async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number }): Promise<Record<string, unknown>> {
   const dir = tempDir('fusekeeper-failover-');
   const mountpoint = join(dir, 'mnt');
   mkdirSync(mountpoint);
@@ -193,7 +193,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
     const spec = mountSpec(mountpoint, { fsName: 'failover', subtype: 'failover' });
     let probeDir: string;
     if (sc.kind === 'bare') {
-      sup = await startSupervisor({ dir, config: { exitEvents: sc.exitEvents ?? true } });
+      sup = await startSupervisor({ dir, config: { exitEvents: sc.exitEvents ?? true, ...realtime } });
       probeDir = mountpoint;
     } else {
       const source = join(dir, 'src');
@@ -202,6 +202,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
         dir,
         config: {
           exitEvents: sc.exitEvents ?? true,
+          ...realtime,
           daemons: [
             {
               name: SESSION,
@@ -367,6 +368,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       sessionsHeld: (((await admin.status()) as { sessions: unknown[] }).sessions).length,
       journaledIdsPerCrash: sc.ids ?? 0,
       supervisor: memory,
+      supervisorScheduling: (await sup.waitEvent('supervisor.listening')).realtime,
     };
     return result;
   } finally {
@@ -380,12 +382,17 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
   }
 }
 
-const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw]
+const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw] [--realtime-priority N]
 
   --rounds N     crashes per scenario (default 100, or $FAILOVER_ROUNDS)
   --only LIST    run these scenarios only: ${SCENARIOS.map((s) => s.name).join(', ')}
   --raw          also write each round's supervisor account and probe iterations
                  (failover-<scenarios>-rounds.json)
+  --realtime-priority N
+                 the supervisor's realtimePriority (default: its own default, 1; 0 is
+                 none). Where the kernel has CONFIG_RT_GROUP_SCHED and this process's
+                 cgroup has no real-time runtime, the run gives it 0.5 s per second and
+                 takes it back at the end
 
 Root, after \`npm run prepare\`. Writes bench/results/failover[-<scenarios>].json (the
 directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
@@ -393,7 +400,7 @@ directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
 export async function run(argv: string[] = []): Promise<void> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     throw new UsageError(`failover: ${(err as Error).message}\n${USAGE}`);
   }
@@ -403,6 +410,9 @@ export async function run(argv: string[] = []): Promise<void> {
   }
   const rounds = Number(values.rounds ?? process.env.FAILOVER_ROUNDS ?? 100);
   if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`failover: --rounds must be a positive integer, not ${values.rounds ?? process.env.FAILOVER_ROUNDS}`);
+  const priority = values['realtime-priority'];
+  if (priority !== undefined && !/^([0-9]|[1-9][0-9])$/.test(priority)) throw new UsageError(`failover: --realtime-priority must be an integer in 0..99, not ${priority}`);
+  const realtime = priority === undefined ? {} : { realtimePriority: Number(priority) };
   const only = values.only?.split(',');
   const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
   if (unknown.length > 0) throw new UsageError(`failover: no scenario ${unknown.join(', ')}\n${USAGE}`);
@@ -418,6 +428,8 @@ export async function run(argv: string[] = []): Promise<void> {
     cpuStallsBefore: await cpuStalls(),
   };
   process.stdout.write(`failover: CPU stalls with every core busy: ${JSON.stringify(figures.cpuStallsBefore)}\n`);
+  const runtime = grantRealtimeRuntime();
+  if (runtime.files.length > 0) process.stdout.write(`failover: real-time runtime for the supervisor until the end of the run (CONFIG_RT_GROUP_SCHED): ${runtime.files.join(', ')}\n`);
   const onSignal = (): void => abortRun(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -426,7 +438,7 @@ export async function run(argv: string[] = []): Promise<void> {
       if (only && !only.includes(sc.name)) continue;
       const t = Date.now();
       process.stdout.write(`failover: ${sc.name} (${rounds} rounds)...\n`);
-      const res = await runScenario(sc, rounds, probeBin, values.raw === true);
+      const res = await runScenario(sc, rounds, probeBin, values.raw === true, realtime);
       figures[sc.name] = { ...res, seconds: Math.round((Date.now() - t) / 1000) };
       const b = res.blackoutMs as Record<string, number>;
       process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max}; supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);
@@ -434,6 +446,7 @@ export async function run(argv: string[] = []): Promise<void> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    runtime.restore();
     spawnSync('rm', ['-rf', buildDir]);
   }
   figures.loadAverageAfter = loadavg().map(round2);
