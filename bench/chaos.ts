@@ -376,7 +376,10 @@ async function main(): Promise<void> {
   const loadBefore = loadavg();
   // The supervisor's default real-time priority, also where CONFIG_RT_GROUP_SCHED limits it.
   const runtime = grantRealtimeRuntime();
-  const sup = await startSupervisor({ env: { FUSEKEEPER_LOG_LEVEL: 'info', ...(args['supervisor-node-options'] ? { NODE_OPTIONS: args['supervisor-node-options'] } : {}) } });
+  const sup = await startSupervisor({ env: { FUSEKEEPER_LOG_LEVEL: 'info', ...(args['supervisor-node-options'] ? { NODE_OPTIONS: args['supervisor-node-options'] } : {}) } }).catch((err: unknown) => {
+    runtime.restore();
+    throw err;
+  });
   const dir = sup.dir;
   const source = join(dir, 'src');
   const mountpoint = join(dir, 'mnt');
