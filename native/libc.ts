@@ -33,6 +33,7 @@ export const sys = {
   syscall: libc.func('long syscall(long number, ...)'),
   sched_setscheduler: libc.func('int sched_setscheduler(int pid, int policy, const void *param)'),
   timerfd_create: libc.func('int timerfd_create(int clockid, int flags)'),
+  clock_gettime: libc.func('int clock_gettime(int clockid, void *ts)'),
   timerfd_settime: libc.func('int timerfd_settime(int fd, int flags, const void *newValue, void *oldValue)'),
   poll: libc.func('int poll(_Inout_ void *fds, unsigned long nfds, int timeout)'),
   mknod: libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),

@@ -5,6 +5,7 @@ import { sys, lastErrno, pollFd, type PollHandle } from './libc.ts';
 import { NativeError, errnoValue } from './errors.ts';
 
 const CLOCK_MONOTONIC = 1;
+const CLOCK_THREAD_CPUTIME_ID = 3;
 const TFD_NONBLOCK = 0o4000;
 const TFD_CLOEXEC = 0o2000000;
 const NS_PER_S = 1_000_000_000;
@@ -62,4 +63,12 @@ export class FineTimer {
     this.#spec.writeBigInt64LE(BigInt(ns % NS_PER_S), 24);
     if (sys.timerfd_settime(this.#fd, 0, this.#spec, null) !== 0) throw new NativeError('timerfd_settime', lastErrno());
   }
+}
+
+const cpuTimeSpec = Buffer.alloc(16);
+
+/** The calling thread's CPU time, ns (clock_gettime(CLOCK_THREAD_CPUTIME_ID)). Throws `NativeError`. */
+export function threadCpuTimeNs(): number {
+  if (sys.clock_gettime(CLOCK_THREAD_CPUTIME_ID, cpuTimeSpec) !== 0) throw new NativeError('clock_gettime', lastErrno(), 'CLOCK_THREAD_CPUTIME_ID');
+  return Number(cpuTimeSpec.readBigInt64LE(0)) * NS_PER_S + Number(cpuTimeSpec.readBigInt64LE(8));
 }

@@ -6,7 +6,7 @@
 // main thread that keeps a CPU busy goes back to SCHED_NORMAL until it is idle again, and so
 // does one that has just handed a session over, so that the new owner starts serving first.
 import { readFileSync } from 'node:fs';
-import { readFileInto, setNormalScheduling, setRealtimeScheduling } from '../native/index.ts';
+import { setNormalScheduling, setRealtimeScheduling, threadCpuTimeNs } from '../native/index.ts';
 import type { Logger } from './log.ts';
 
 /** How often the main thread's CPU time is looked at, ms. */
@@ -95,14 +95,25 @@ export function startRealtime(priority: number, log: Logger): RealtimeScheduling
   } catch {
     // no /proc/self/cgroup: no cgroup limit to respect
   }
-  return new RealtimeMainThread(priority, limit, log);
+  try {
+    return new RealtimeMainThread(priority, limit, log);
+  } catch (err) {
+    // Without its own CPU time the guard cannot work: no real-time priority then.
+    const why = `cannot watch the main thread's CPU time: ${(err as Error).message}`;
+    try {
+      setNormalScheduling(0);
+    } catch {
+      // it stays as it is; the warning says why
+    }
+    log.warn({ event: 'supervisor.realtime_refused', err: why }, `running without real-time priority (${why})`);
+    return fixed(why);
+  }
 }
 
 class RealtimeMainThread implements RealtimeScheduling {
   readonly #priority: number;
   readonly #limit: number;
   readonly #log: Logger;
-  readonly #scratch = Buffer.alloc(128);
   #isRealtime = true;
   /** Stepped down at a hand-over: the next window decides as if it had stayed real-time. */
   #afterHandover = false;
@@ -115,7 +126,7 @@ class RealtimeMainThread implements RealtimeScheduling {
     this.#priority = priority;
     this.#limit = limit;
     this.#log = log;
-    this.#lastCpuNs = this.#cpuNs();
+    this.#lastCpuNs = threadCpuTimeNs();
     this.#lastAt = process.hrtime.bigint();
     this.#timer = this.#startWindows();
   }
@@ -126,7 +137,7 @@ class RealtimeMainThread implements RealtimeScheduling {
 
   handedOver(): void {
     clearInterval(this.#timer);
-    this.#lastCpuNs = this.#cpuNs();
+    this.#lastCpuNs = threadCpuTimeNs();
     this.#lastAt = process.hrtime.bigint();
     this.#timer = this.#startWindows();
     // Stepped down for being busy already: the windows decide as before.
@@ -139,12 +150,6 @@ class RealtimeMainThread implements RealtimeScheduling {
     clearInterval(this.#timer);
   }
 
-  /** The main thread's time on a CPU, ns (/proc/thread-self/schedstat: that, its wait, its slices). */
-  #cpuNs(): number {
-    const n = readFileInto('/proc/thread-self/schedstat', this.#scratch);
-    return Number(this.#scratch.toString('latin1', 0, n).split(' ')[0]);
-  }
-
   #startWindows(): NodeJS.Timeout {
     const timer = setInterval(() => this.#endWindow(), REALTIME_WINDOW_MS);
     timer.unref();
@@ -153,7 +158,7 @@ class RealtimeMainThread implements RealtimeScheduling {
 
   #endWindow(): void {
     const now = process.hrtime.bigint();
-    const cpuNs = this.#cpuNs();
+    const cpuNs = threadCpuTimeNs();
     const share = (cpuNs - this.#lastCpuNs) / Number(now - this.#lastAt);
     [this.#lastCpuNs, this.#lastAt] = [cpuNs, now];
     const next = staysRealtime(this.#isRealtime || this.#afterHandover, share, this.#limit);
