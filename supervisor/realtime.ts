@@ -118,6 +118,7 @@ class RealtimeMainThread implements RealtimeScheduling {
   /** Stepped down at a hand-over: the next window decides as if it had stayed real-time. */
   #afterHandover = false;
   #paused = 0;
+  #refusedOnce = false;
   #lastCpuNs: number;
   #lastAt: bigint;
   #timer: NodeJS.Timeout;
@@ -173,7 +174,9 @@ class RealtimeMainThread implements RealtimeScheduling {
       if (toRealtime) setRealtimeScheduling(this.#priority);
       else setNormalScheduling(0);
     } catch (err) {
-      this.#log.warn({ event: 'supervisor.realtime_refused', err: (err as Error).message }, `cannot change the main thread's scheduling: ${(err as Error).message}`);
+      // Once: a refusal that lasts (the cgroup's runtime taken away) would recur every window.
+      if (!this.#refusedOnce) this.#log.warn({ event: 'supervisor.realtime_refused', err: (err as Error).message }, `cannot change the main thread's scheduling: ${(err as Error).message}`);
+      this.#refusedOnce = true;
       return;
     }
     this.#isRealtime = toRealtime;
