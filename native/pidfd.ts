@@ -56,8 +56,9 @@ export function setIdleScheduling(tid: number): void {
 }
 
 /**
- * Moves thread `tid` back to SCHED_NORMAL (from SCHED_IDLE, setIdleScheduling). Throws
- * `NativeError` (`ESRCH` once the thread is gone, `EPERM` without CAP_SYS_NICE over it).
+ * Moves thread `tid` (0: the calling thread) back to SCHED_NORMAL, from SCHED_IDLE
+ * (setIdleScheduling) or SCHED_FIFO (setRealtimeScheduling). Throws `NativeError` (`ESRCH`
+ * once the thread is gone, `EPERM` without CAP_SYS_NICE over it).
  */
 export function setNormalScheduling(tid: number): void {
   if (sys.sched_setscheduler(tid, SCHED_NORMAL, NO_PRIORITY) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_NORMAL for thread ${tid}`);

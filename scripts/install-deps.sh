@@ -9,7 +9,7 @@ packages=(
   attr            # setfattr/getfattr, and cp -a copying xattrs, through the mount
   fuse-overlayfs  # bench/metadata.ts compares mirrorfs with it (pulls in fuse3)
   systemd         # the systemd tier: /lib/systemd/systemd --user, systemctl, systemd-analyze
-  util-linux      # the systemd tier runs under `unshare --mount`
+  util-linux      # the systemd tier runs under `unshare --mount`; test/kernel/realtime.test.ts uses setpriv
   coreutils       # mkfifo, cat (the systemd tier's log FIFO)
   stress-ng       # bench/chaos.ts: file stressors (hdd, dir, rename, ...) through the mount during crashes
   fsmark          # bench/chaos.ts: fs_mark create/fsync/unlink load through the mount during crashes
