@@ -747,13 +747,23 @@ test('managed daemon: a command that acquires and crashes is restarted with back
     let appOut = '';
     app.stdout!.setEncoding('utf8').on('data', (c: string) => (appOut += c));
     const appExit = new Promise<number | null>((r) => app!.once('exit', (code) => r(code)));
-    let seen = '';
+    // Every distinct observation, for the failure message. ECONNABORTED is also proof: the
+    // kernel gives it only to a request that was waiting when the connection was aborted.
+    const seen: string[] = [];
     await waitUntil(() => {
-      const mounted = findMount(mountpoint) !== undefined;
-      const waiting = mounted ? waitingRequests(connId!) : -1;
-      seen = `mounted ${mounted}, waiting ${waiting}, application said ${JSON.stringify(appOut)}`;
-      return mounted && waiting > 0;
-    }, 'the application to wait in the kernel').catch((err: Error) => assert.fail(`${err.message}: ${seen}`));
+      let now: string;
+      let waitingNow = false;
+      try {
+        const mounted = findMount(mountpoint) !== undefined;
+        const waiting = mounted ? waitingRequests(connId!) : -1;
+        waitingNow = waiting > 0;
+        now = `mounted ${mounted}, waiting ${waiting}, application said ${JSON.stringify(appOut)}`;
+      } catch (err) {
+        now = `${(err as Error).message}, application said ${JSON.stringify(appOut)}`;
+      }
+      if (seen.at(-1) !== now) seen.push(now);
+      return waitingNow || appOut.trim() === 'ECONNABORTED';
+    }, 'the application to wait in the kernel').catch((err: Error) => assert.fail(`${err.message}: ${seen.join('; ')}`));
 
     const aborted = await msup.waitEvent('session.aborted', (e) => e.session === 'managed', 30_000);
     assert.match(String(aborted.reason), /crashed more than 3 times/);
