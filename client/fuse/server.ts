@@ -117,6 +117,12 @@ export interface FuseServerOptions {
   log?: FuseLogger;
   /** Requests read per readiness callback before yielding to the event loop. */
   batch?: number;
+  /**
+   * Called once, after the first reply is written: when (`process.hrtime.bigint()`) the
+   * first request was read and when that reply went out, and its operation. A resumed
+   * daemon's take-over ends there.
+   */
+  onFirstReply?: (readAt: bigint, repliedAt: bigint, op: string) => void;
 }
 
 /** Why the loop ended. */
@@ -151,6 +157,9 @@ export class FuseServer {
   requests = 0;
   /** Rehearsal only: where replies go instead of the fd. */
   #sink: ((reply: Buffer) => void) | undefined;
+  /** When the first request was read, until the first reply has gone out (onFirstReply). */
+  #firstReadAt: bigint | undefined;
+  #firstReplied = false;
 
   /**
    * Runs a short read-only script of requests (see rehearsal.ts) through `ops` with the same
@@ -226,6 +235,7 @@ export class FuseServer {
     for (let i = 0; i < batch && !this.#stopped; i++) {
       const n = readFd(this.fd, this.#buf);
       if (n >= 0) {
+        this.#firstReadAt ??= process.hrtime.bigint();
         this.#dispatch(Buffer.from(this.#buf.subarray(0, n)));
         continue;
       }
@@ -320,6 +330,10 @@ export class FuseServer {
       if (!isResend(unique) && !this.#sink) faultPoint(`after-exec:${req.op}`);
       this.#write(reply, opcode);
       if (ticket.key !== undefined) this.#replay.end(ticket.key);
+      if (!this.#firstReplied && this.#firstReadAt !== undefined) {
+        this.#firstReplied = true;
+        this.#opts.onFirstReply?.(this.#firstReadAt, process.hrtime.bigint(), req.op);
+      }
     };
     Promise.resolve(result).then(
       (reply) => {

@@ -134,7 +134,7 @@ interface ServeParams {
   mirror: MirrorFs;
   opts: MirrorRunOptions;
   /** Resume, link, checkpoint, replay hook: what the supervised mode adds. */
-  server?: Pick<FuseServerOptions, 'resume' | 'link' | 'checkpoint' | 'onReplayed'>;
+  server?: Pick<FuseServerOptions, 'resume' | 'link' | 'checkpoint' | 'onReplayed' | 'onFirstReply'>;
   /** Journal hooks for the backing table made once INIT grants passthrough. */
   backingHooks?: BackingHooks;
   /** SIGINT/SIGTERM. */
@@ -358,7 +358,23 @@ async function serveSession(client: SupervisorClient, session: AcquiredSession &
     fd,
     mirror,
     opts,
-    server: { resume: init, link: session, checkpoint: resumed ? session.checkpoint : undefined, onReplayed: mirror.replayed },
+    server: {
+      resume: init,
+      link: session,
+      checkpoint: resumed ? session.checkpoint : undefined,
+      onReplayed: mirror.replayed,
+      // The end of a take-over as applications see it: their first answer.
+      onFirstReply: resumed
+        ? (readAt, repliedAt, op) => {
+            const sinceAcquired = (t: bigint): number => Number((t - acquiredAt) / 1000n);
+            // acquiredAt: CLOCK_MONOTONIC ns, to line the take-over up with other processes' clocks.
+            opts.log.info(
+              { event: 'mirrorfs.first_reply', generation: session.generation, op, acquiredAt: String(acquiredAt), resumeUs: { firstRead: sinceAcquired(readAt), firstReply: sinceAcquired(repliedAt) } },
+              'answered the first request of the resumed session',
+            );
+          }
+        : undefined,
+    },
     backingHooks,
     started: (s) => {
       server = s;

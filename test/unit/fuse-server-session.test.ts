@@ -98,6 +98,28 @@ describe('FuseServer with a session link', () => {
     });
   });
 
+  test('onFirstReply fires once, after the first reply is written, with when its request was read', async () => {
+    const fs = new MemFs();
+    fs.add(1n, 'd', S_IFDIR | 0o755);
+    const firsts: { readAt: bigint; repliedAt: bigint; op: string; replyWritten: boolean }[] = [];
+    const startedAt = process.hrtime.bigint();
+    const s: SocketServer = socketServer(fs, {
+      resume: settledInit(),
+      onFirstReply: (readAt, repliedAt, op) => firsts.push({ readAt, repliedAt, op, replyWritten: s.tryReply() !== undefined }),
+    });
+    await withServer(s, async () => {
+      s.send(lookupReq(2n, 'd'));
+      await new Promise((r) => setTimeout(r, 20));
+      s.send(lookupReq(3n, 'missing'));
+      assert.equal((await s.reply()).readBigUInt64LE(8), 3n);
+      assert.equal(firsts.length, 1, 'once');
+      const [first] = firsts;
+      assert.equal(first!.op, 'lookup');
+      assert.ok(first!.replyWritten, 'the reply was out when it fired');
+      assert.ok(startedAt < first!.readAt && first!.readAt <= first!.repliedAt);
+    });
+  });
+
   test('a mkdir runs after its intent record is out, and the record goes after the reply is written', async () => {
     const fs = new MemFs();
     const link = recordingLink();
