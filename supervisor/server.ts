@@ -390,12 +390,15 @@ export class Supervisor {
     this.#armDyingLook();
   }
 
-  /** One look at a dying owner's threads: idles the exiting ones (#idledThreads) and times the look. */
+  /** One look at a dying owner's threads: idles the exiting ones (#idledThreads), and times and counts the look. */
   #lookAtThreads(owner: Owner): ThreadScan {
     const lookedAt = process.hrtime.bigint();
     const scan = scanThreads(owner.pid);
     this.#idle(owner, yieldExitingThreads(scan.exiting));
     this.#lastLookNs = Number(process.hrtime.bigint() - lookedAt);
+    const looks = (owner.looks ??= { count: 0, ns: 0 });
+    looks.count++;
+    looks.ns += this.#lastLookNs;
     return scan;
   }
 
@@ -834,7 +837,8 @@ export class Supervisor {
       s.owner.connection = null;
       // A waiting standby gets ACQUIRED in this turn (#serveStandby); the lines wait for it.
       holdLogsThisTurn(this.#log);
-      this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason }, `owner of ${s.name} disconnected: ${reason}`);
+      const looks = s.owner.looks ? { looks: s.owner.looks.count, lookingUs: Math.round(s.owner.looks.ns / 1000) } : {};
+      this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason, ...looks }, `owner of ${s.name} disconnected: ${reason}`);
       this.#gauges();
       this.#serveStandby(s);
     } else {

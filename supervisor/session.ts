@@ -36,6 +36,8 @@ export interface Owner {
    * lasts: such threads only go on exiting, and a dying process starts no new ones.
    */
   fenced?: boolean;
+  /** The supervisor's looks at its threads while it dies (scanThreads): how many, and their time in ns. */
+  looks?: { count: number; ns: number };
 }
 
 export type SessionState = 'owned' | 'orphaned' | 'draining';
