@@ -22,10 +22,12 @@
 //   *-at-eof   warm and bare with the supervisor's process events off (`exitEvents: false`):
 //              a death is noticed when the daemon's fds close, after its memory is freed
 //
-// Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), the time
-// from the kill to the supervisor's hand-over log line, for bare the kill -> standby holds
-// the session -> standby serves -> its first request times (the standby's CLOCK_MONOTONIC
-// stamps), and the supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
+// Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), its looks
+// at the dying owner's threads (how many, and their time), the time from the kill to the
+// supervisor's hand-over log line, for bare the kill -> standby holds the session -> standby
+// serves -> its first request times (the standby's CLOCK_MONOTONIC stamps), for mirrorfs the
+// kill -> it holds the session -> its first answer and the steps between (its own log), and
+// the supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -149,6 +151,11 @@ interface RoundRecord {
   supervisorUs: number;
   /** The supervisor's own account of its recovery, per step (its session.recovered stepsUs). */
   stepsUs: Record<string, number>;
+  /** The generation the new owner took. */
+  generation: number;
+  /** The supervisor's looks at the dying owner's threads: how many, and their time in µs. */
+  looks?: number;
+  lookingUs?: number;
   /** bare: kill -> the standby holds the session (ACQUIRE answered) / serves / is answered ADOPTED, ms. */
   acquiredMs?: number;
   /** bare: kill -> the owner's pidfd readable here (the kernel has torn the process down), ms. */
@@ -160,19 +167,44 @@ interface RoundRecord {
 }
 
 /** mirrorfs's own account of each resume (its `mirrorfs.resumed` lines): ACQUIRE answered -> serving, per step. */
-function mirrorfsResume(stderr: string): Record<string, unknown> {
-  const steps: Record<string, number[]> = {};
+/**
+ * A resumed mirrorfs's own account, per generation: µs from its ACQUIRE answered to each
+ * step (mirrorfs.resumed, up to serving) and to its first request read and answered
+ * (mirrorfs.first_reply), and when it was answered (CLOCK_MONOTONIC ns).
+ */
+function mirrorfsResumeSteps(stderr: string): Map<number, MirrorfsResume> {
+  const byGeneration = new Map<number, MirrorfsResume>();
   for (const line of stderr.split('\n')) {
-    const at = line.indexOf('{"event":"mirrorfs.resumed"');
+    const at = line.search(/\{"event":"mirrorfs\.(resumed|first_reply)"/);
     if (at < 0) continue;
     try {
-      const e = JSON.parse(line.slice(at)) as { resumeUs: Record<string, number> };
-      for (const [k, v] of Object.entries(e.resumeUs)) (steps[k] ??= []).push(v / 1000);
+      const e = JSON.parse(line.slice(at)) as { generation: number; acquiredAt?: string; resumeUs: Record<string, number> };
+      const g = byGeneration.get(e.generation) ?? { resumeUs: {} };
+      Object.assign(g.resumeUs, e.resumeUs);
+      if (e.acquiredAt !== undefined) g.acquiredAt = BigInt(e.acquiredAt);
+      byGeneration.set(e.generation, g);
     } catch {
       // cut line
     }
   }
-  return { mirrorfsAcquiredToMs: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, stats(v)])) };
+  return byGeneration;
+}
+
+interface MirrorfsResume {
+  acquiredAt?: bigint;
+  resumeUs: Record<string, number>;
+}
+
+function mirrorfsResume(steps: Map<number, MirrorfsResume>, rounds: ({ acquiredMs: number; firstReplyMs?: number } | undefined)[]): Record<string, unknown> {
+  const perStep: Record<string, number[]> = {};
+  for (const g of steps.values()) for (const [k, v] of Object.entries(g.resumeUs)) (perStep[k] ??= []).push(v / 1000);
+  const known = rounds.filter((r) => r !== undefined);
+  const firstReplies = known.flatMap((r) => (r.firstReplyMs === undefined ? [] : [r.firstReplyMs]));
+  return {
+    mirrorfsAcquiredToMs: Object.fromEntries(Object.entries(perStep).map(([k, v]) => [k, stats(v)])),
+    ...(known.length > 0 ? { killToMirrorfsAcquiredMs: stats(known.map((r) => r.acquiredMs)) } : {}),
+    ...(firstReplies.length > 0 ? { killToMirrorfsFirstReplyMs: stats(firstReplies) } : {}),
+  };
 }
 
 async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | undefined> {
@@ -297,7 +329,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000, logFrom));
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
-      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number> };
+      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined };
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
@@ -327,6 +359,14 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
     const per = blackoutsToResume(probeRecords, records.map((x) => x.killAt));
     const within1s = blackouts(probeRecords, records.map((x) => x.killAt), end, 20_000_000n, WINDOW_NS);
     const memory = rssOf(sup.pid);
+    const mirrorfsSteps = sc.kind !== 'bare' ? mirrorfsResumeSteps(sup.stderr()) : new Map<number, MirrorfsResume>();
+    // Kill -> the new mirrorfs holds the session, and -> its first answer, ms.
+    const mirrorfsRounds = records.map((x) => {
+      const m = mirrorfsSteps.get(x.generation);
+      if (m?.acquiredAt === undefined) return undefined;
+      const acquiredMs = ms(m.acquiredAt - x.killAt);
+      return { acquiredMs, firstReplyMs: m.resumeUs.firstReply === undefined ? undefined : acquiredMs + m.resumeUs.firstReply / 1000, resumeUs: m.resumeUs };
+    });
     if (raw) {
       // Per round: the supervisor's account, and the probe's iterations from 3 ms before the
       // kill to 30 ms after it as [start, stat, open, read, close] in ms from the kill. The
@@ -337,6 +377,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
         killAt: undefined,
         killAtMonotonicNs: String(x.killAt),
         blackout: per[i],
+        ...(mirrorfsRounds[i] ? { mirrorfs: mirrorfsRounds[i] } : {}),
         probe: probeRecords.filter((r) => r.start >= x.killAt - 3_000_000n && r.start <= x.killAt + 30_000_000n).map((r) => [ms(r.start - x.killAt), ms(r.stat), ms(r.open), ms(r.read), ms(r.close)].map(round2)),
       }));
       writeResult(`failover-${sc.name}-rounds`, { rounds: rows });
@@ -350,6 +391,8 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       killToHandoverLogMs: stats(records.map((x) => x.handoverLogMs)),
       ownerDeathNoticedBy: Object.fromEntries([...new Set(records.map((x) => x.noticedBy))].map((k) => [k, records.filter((x) => x.noticedBy === k).length])),
       supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
+      supervisorLooksAtDyingOwner: stats(records.map((x) => x.looks ?? 0)),
+      supervisorLookingUs: stats(records.map((x) => x.lookingUs ?? 0)),
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),
       ...(sc.kind === 'bare'
         ? {
@@ -362,7 +405,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
             ownerGoneToStandbyServingMs: stats(records.map((x) => x.servingMs! - x.goneMs!)),
           }
         : {}),
-      ...(sc.kind !== 'bare' ? mirrorfsResume(sup.stderr()) : {}),
+      ...(sc.kind !== 'bare' ? mirrorfsResume(mirrorfsSteps, mirrorfsRounds) : {}),
       probeErrors: errors,
       probeIterations: probeRecords.length,
       sessionsHeld: (((await admin.status()) as { sessions: unknown[] }).sessions).length,
