@@ -156,6 +156,8 @@ interface RoundRecord {
   /** The supervisor's looks at the dying owner's threads: how many, and their time in µs. */
   looks?: number;
   lookingUs?: number;
+  /** Threads of the dying owner the supervisor moved off its CPU. */
+  movedOffCpu?: number;
   /** bare: kill -> the standby holds the session (ACQUIRE answered) / serves / is answered ADOPTED, ms. */
   acquiredMs?: number;
   /** bare: kill -> the owner's pidfd readable here (the kernel has torn the process down), ms. */
@@ -329,7 +331,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000, logFrom));
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
-      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined };
+      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined };
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
@@ -393,6 +395,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
       supervisorLooksAtDyingOwner: stats(records.map((x) => x.looks ?? 0)),
       supervisorLookingUs: stats(records.map((x) => x.lookingUs ?? 0)),
+      roundsWithAThreadMovedOffTheSupervisorsCpu: records.filter((x) => (x.movedOffCpu ?? 0) > 0).length,
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),
       ...(sc.kind === 'bare'
         ? {

@@ -78,3 +78,32 @@ export function setRealtimeScheduling(priority: number): void {
   param.writeInt32LE(priority);
   if (sys.sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, param) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_FIFO ${priority}`);
 }
+
+/** The CPU the calling thread is running on (sched_getcpu(3)). */
+export function currentCpu(): number {
+  const cpu = sys.sched_getcpu() as number;
+  if (cpu < 0) throw new NativeError('sched_getcpu', lastErrno());
+  return cpu;
+}
+
+/** Bytes of a CPU mask: glibc's cpu_set_t, 1024 CPUs. */
+const CPU_MASK_BYTES = 128;
+
+/**
+ * The CPUs thread `tid` may run on, as a mask (bit n for CPU n; sched_getaffinity(2)).
+ * Throws `NativeError` (`ESRCH` once the thread is gone).
+ */
+export function cpuAffinity(tid: number): Buffer {
+  const mask = Buffer.alloc(CPU_MASK_BYTES);
+  if ((sys.sched_getaffinity(tid, mask.length, mask) as number) < 0) throw new NativeError('sched_getaffinity', lastErrno(), `thread ${tid}`);
+  return mask;
+}
+
+/**
+ * Lets thread `tid` run only on the CPUs of `mask` (sched_setaffinity(2)); a thread waiting on
+ * another CPU is moved at once. Throws `NativeError` (`ESRCH` once the thread is gone,
+ * `EPERM` without CAP_SYS_NICE over it, `EINVAL` if no CPU of the mask is usable).
+ */
+export function setCpuAffinity(tid: number, mask: Buffer): void {
+  if ((sys.sched_setaffinity(tid, mask.length, mask) as number) !== 0) throw new NativeError('sched_setaffinity', lastErrno(), `thread ${tid}`);
+}

@@ -3,7 +3,7 @@
 // connection corrupt it, and probing for unreported ids is only safe while nobody can
 // allocate new ones.
 import { readdirSync } from 'node:fs';
-import { pidfdSendSignal, readFileInto, readLinkInto, setIdleScheduling, setNormalScheduling, NativeError } from '../native/index.ts';
+import { cpuAffinity, pidfdSendSignal, readFileInto, readLinkInto, setCpuAffinity, setIdleScheduling, setNormalScheduling, NativeError } from '../native/index.ts';
 import { notifyResend } from '../kernel/backing.ts';
 import { FuseKernelError } from '../kernel/errors.ts';
 import { closeAllBacking, probeUnreported, type CleanupReport } from './cleanup.ts';
@@ -79,14 +79,15 @@ function readProcText(path: string): string {
 }
 
 /**
- * From a /proc stat line: the task flags (field 9) and the thread's own pending signals
- * (field 31, the low 31 bits; a signal sent to the process as a whole is not in it until a
- * thread takes it). After "pid (comm) " come state, ppid, pgrp, session, tty_nr, tpgid,
- * flags, ..., and signal as the 29th.
+ * From a /proc stat line: the state (field 3), the task flags (field 9), the thread's own
+ * pending signals (field 31, the low 31 bits; a signal sent to the process as a whole is not
+ * in it until a thread takes it) and the CPU it last ran on (field 39). After "pid (comm) "
+ * come state, ppid, pgrp, session, tty_nr, tpgid, flags, ..., signal as the 29th and
+ * processor as the 37th.
  */
-export function statFields(stat: string): { flags: number; pending: number } {
+export function statFields(stat: string): { state: string; flags: number; pending: number; cpu: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { flags: Number(fields[6]), pending: Number(fields[28]) };
+  return { state: fields[0]!, flags: Number(fields[6]), pending: Number(fields[28]), cpu: Number(fields[36]) };
 }
 
 /**
@@ -107,6 +108,11 @@ export interface ThreadScan {
   parked: number[];
   /** Threads neither exiting nor parked: running, an io_uring worker, elsewhere, or unreadable. */
   others: number;
+  /**
+   * Of the others, those with SIGKILL pending that are runnable (state R: on a CPU, or
+   * waiting for one), with the CPU they last ran on.
+   */
+  runnable: { tid: number; cpu: number }[];
 }
 
 /**
@@ -136,14 +142,15 @@ export function scanThreads(pid: number): ThreadScan {
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch (err) {
-    return { exiting: [], parked: [], others: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : 1 };
+    return { exiting: [], parked: [], others: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : 1, runnable: [] };
   }
   const exiting: number[] = [];
   const parked: number[] = [];
+  const runnable: { tid: number; cpu: number }[] = [];
   let others = 0;
   let ioUring: boolean | undefined;
   for (const tid of tids) {
-    let stat: { flags: number; pending: number };
+    let stat: ReturnType<typeof statFields>;
     try {
       stat = statFields(readProcText(`/proc/${tid}/stat`));
     } catch (err) {
@@ -154,9 +161,12 @@ export function scanThreads(pid: number): ThreadScan {
     if ((stat.flags & PF_IO_WORKER) !== 0) others++;
     else if ((stat.flags & PF_EXITING) !== 0) exiting.push(Number(tid));
     else if ((stat.pending & SIGKILL_BIT) !== 0 && !(ioUring ??= usesIoUring(pid)) && parkedAt(readStack(`/proc/${tid}/stack`))) parked.push(Number(tid));
-    else others++;
+    else {
+      others++;
+      if ((stat.pending & SIGKILL_BIT) !== 0 && stat.state === 'R') runnable.push({ tid: Number(tid), cpu: stat.cpu });
+    }
   }
-  return { exiting, parked, others };
+  return { exiting, parked, others, runnable };
 }
 
 function gone(err: unknown): boolean {
@@ -247,6 +257,37 @@ export function yieldExitingThreads(tids: readonly number[]): number[] {
 }
 
 /**
+ * Lets each of `runnable` (scanThreads) that last ran on CPU `cpu` run only on the other CPUs
+ * it may use, which moves it there at once; returns the moved threads with the affinity they
+ * had, for restoreThreads. A SIGKILLed thread exits only once it runs. Where the calling
+ * thread is the real-time supervisor looking at the dying owner, one preempted on its CPU
+ * waits behind it, and the kernel does not always pull it to an idle CPU: on the failover
+ * bench such a thread stayed queued for 2.5-3 ms next to an idle CPU while the hand-over
+ * waited for it (a sched trace: bench/results/failover-ab-stop21.json). A thread gone
+ * meanwhile, or of another uid without CAP_SYS_NICE, or without that CPU or another one, is
+ * skipped.
+ */
+export function moveOffCpu(runnable: readonly { tid: number; cpu: number }[], cpu: number): Map<number, Buffer> {
+  const moved = new Map<number, Buffer>();
+  for (const t of runnable) {
+    if (t.cpu !== cpu) continue;
+    try {
+      const before = cpuAffinity(t.tid);
+      const bit = 1 << (cpu & 7);
+      if ((before[cpu >> 3]! & bit) === 0) continue;
+      const others = Buffer.from(before);
+      others[cpu >> 3] = others[cpu >> 3]! & ~bit;
+      if (others.every((b) => b === 0)) continue;
+      setCpuAffinity(t.tid, others);
+      moved.set(t.tid, before);
+    } catch {
+      // ESRCH or EPERM, as in setEachThread.
+    }
+  }
+  return moved;
+}
+
+/**
  * How long after a dying owner turns out not to be fenced (it exited or disconnected first,
  * or a thread stayed in user space or in FUSE code) its idled threads go back to
  * SCHED_NORMAL (restoreThreads), ms.
@@ -262,8 +303,9 @@ export const RESTORE_IDLED_AFTER_MS = 1;
 export const TEARDOWN_IDLE_MAX_MS = 20;
 
 /**
- * Moves threads `tids` that yieldExitingThreads idled back to SCHED_NORMAL; returns how many
- * were still there. The last thread of a process signals its parent and then, still exiting,
+ * Moves threads `tids` that yieldExitingThreads idled back to SCHED_NORMAL, and gives the
+ * threads moveOffCpu moved (`affinities`) their CPUs back; returns how many of `tids` were
+ * still there. The last thread of a process signals its parent and then, still exiting,
  * drops its /proc entries; the parent's wait4() meanwhile drops the process's, and waits in a
  * loop for any dentry of them that the thread holds. Left SCHED_IDLE, that thread hardly runs
  * while the parent spins on its CPU: reaping took the parent up to 390 ms of CPU on the
@@ -271,7 +313,14 @@ export const TEARDOWN_IDLE_MAX_MS = 20;
  * where both walk; a teardown starved under load still holds the process's memory. Call it
  * while the process is not reaped, so that the thread ids are still its own.
  */
-export function restoreThreads(tids: Iterable<number>): number {
+export function restoreThreads(tids: Iterable<number>, affinities?: ReadonlyMap<number, Buffer>): number {
+  for (const [tid, mask] of affinities ?? []) {
+    try {
+      setCpuAffinity(tid, mask);
+    } catch {
+      // Gone, as in setEachThread.
+    }
+  }
   return setEachThread(tids, setNormalScheduling).length;
 }
 

@@ -17,6 +17,7 @@ import {
   setSocketBuffer,
   pidfdOpen,
   pidfdExited,
+  currentCpu,
   receiveMessage,
   sendMessage,
   connectSocket,
@@ -66,7 +67,7 @@ import {
 } from '../protocol/index.ts';
 import { BackingJournal } from './journal.ts';
 import { closeUnadopted } from './cleanup.ts';
-import { cleanBacking, fenceOwner, replayInFlight, RecoveryError, RESTORE_IDLED_AFTER_MS, restoreThreads, scanThreads, TEARDOWN_IDLE_MAX_MS, yieldExitingThreads, type ThreadScan } from './recovery.ts';
+import { cleanBacking, fenceOwner, moveOffCpu, replayInFlight, RecoveryError, RESTORE_IDLED_AFTER_MS, restoreThreads, scanThreads, TEARDOWN_IDLE_MAX_MS, yieldExitingThreads, type ThreadScan } from './recovery.ts';
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
@@ -395,11 +396,35 @@ export class Supervisor {
     const lookedAt = process.hrtime.bigint();
     const scan = scanThreads(owner.pid);
     this.#idle(owner, yieldExitingThreads(scan.exiting));
+    const moved = scan.runnable.length > 0 ? this.#moveOffThisCpu(owner, scan.runnable) : 0;
     this.#lastLookNs = Number(process.hrtime.bigint() - lookedAt);
-    const looks = (owner.looks ??= { count: 0, ns: 0 });
+    const looks = (owner.looks ??= { count: 0, ns: 0, moved: 0 });
     looks.count++;
     looks.ns += this.#lastLookNs;
+    looks.moved += moved;
     return scan;
+  }
+
+  /**
+   * Moves the dying owner's runnable threads that wait on this thread's CPU to the other CPUs
+   * (moveOffCpu); they get their CPUs back with the idled ones (#restoreIdled). Returns how
+   * many it moved.
+   */
+  #moveOffThisCpu(owner: Owner, runnable: ThreadScan['runnable']): number {
+    let cpu: number;
+    try {
+      cpu = currentCpu();
+    } catch {
+      return 0;
+    }
+    const moved = moveOffCpu(runnable, cpu);
+    if (moved.size === 0) return 0;
+    const known = this.#movedThreads.get(owner);
+    if (known) for (const [tid, mask] of moved) known.set(tid, mask);
+    else this.#movedThreads.set(owner, moved);
+    // Given back where the idled ones are (#restoreIdled): after the teardown, before the reap.
+    this.#idle(owner, [...moved.keys()]);
+    return moved.size;
   }
 
   #armDyingLook(): void {
@@ -472,9 +497,14 @@ export class Supervisor {
   /** Moves `owner`'s idled threads back to SCHED_NORMAL (restoreThreads says why), unless it has exited (then they are gone). */
   #restoreIdled(owner: Owner, exited = owner.exited): void {
     const tids = this.#idledThreads.get(owner);
+    const moved = this.#movedThreads.get(owner);
     this.#idledThreads.delete(owner);
-    if (tids && !exited) restoreThreads(tids);
+    this.#movedThreads.delete(owner);
+    if (tids && !exited) restoreThreads(tids, moved);
   }
+
+  /** Threads of dying owners moved off the supervisor's CPU (#moveOffThisCpu), with their affinities before. */
+  readonly #movedThreads = new Map<Owner, Map<number, Buffer>>();
 
   /** Sealed journal files written ahead of a hand-over (#prepareJournalFile), per session. */
   readonly #preparedJournals = new Map<LiveSession, { fd: number; journal: BackingJournal; version: number }>();
@@ -837,7 +867,7 @@ export class Supervisor {
       s.owner.connection = null;
       // A waiting standby gets ACQUIRED in this turn (#serveStandby); the lines wait for it.
       holdLogsThisTurn(this.#log);
-      const looks = s.owner.looks ? { looks: s.owner.looks.count, lookingUs: Math.round(s.owner.looks.ns / 1000) } : {};
+      const looks = s.owner.looks ? { looks: s.owner.looks.count, lookingUs: Math.round(s.owner.looks.ns / 1000), movedOffCpu: s.owner.looks.moved } : {};
       this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason, ...looks }, `owner of ${s.name} disconnected: ${reason}`);
       this.#gauges();
       this.#serveStandby(s);

@@ -36,8 +36,11 @@ export interface Owner {
    * lasts: such threads only go on exiting, and a dying process starts no new ones.
    */
   fenced?: boolean;
-  /** The supervisor's looks at its threads while it dies (scanThreads): how many, and their time in ns. */
-  looks?: { count: number; ns: number };
+  /**
+   * The supervisor's looks at its threads while it dies (scanThreads): how many, their time in
+   * ns, and how many threads they moved off the supervisor's CPU (moveOffCpu).
+   */
+  looks?: { count: number; ns: number; moved: number };
 }
 
 export type SessionState = 'owned' | 'orphaned' | 'draining';

@@ -4,14 +4,15 @@
 // thread of it is exiting or parked soon after, while it still holds its fds (they close
 // after its memory is freed); a dead process that is not yet reaped is dying too. A process
 // with an io_uring instance has no parked threads. Such a process's threads can still be
-// moved to SCHED_IDLE (and back).
+// moved to SCHED_IDLE (and back), and off a CPU (and back).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
-import { isDying, parkedAt, restoreThreads, scanThreads, statFields, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
-import { closeFd, readThreadExits, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
+import { availableParallelism } from 'node:os';
+import { isDying, moveOffCpu, parkedAt, restoreThreads, scanThreads, statFields, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
+import { closeFd, cpuAffinity, readThreadExits, setCpuAffinity, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil, tempDir } from './helpers/supervisor.ts';
 
 test('a live process is not dying: its sleeping thread waits where a parked one would, but has no SIGKILL pending', async (t) => {
@@ -21,7 +22,7 @@ test('a live process is not dying: its sleeping thread waits where a parked one 
   await waitUntil(() => parkedAt(readFileSync(`/proc/${child.pid}/stack`, 'utf8')), 'sleep to be in nanosleep', 5000, 5);
   assert.equal(isDying(child.pid!), false);
   assert.equal(threadsFenced(child.pid!), false);
-  assert.deepEqual(scanThreads(child.pid!), { exiting: [], parked: [], others: 1 }, 'sleep runs one thread, neither exiting nor parked');
+  assert.deepEqual(scanThreads(child.pid!), { exiting: [], parked: [], others: 1, runnable: [] }, 'sleep runs one thread, neither exiting nor parked (nor SIGKILLed)');
 });
 
 test('a SIGKILLed Node process: thread exit events come, and every thread is exiting or parked while its fds are still open', async (t) => {
@@ -94,6 +95,38 @@ test('yieldExitingThreads moves every thread it is given to SCHED_IDLE, restoreT
   assert.deepEqual(schedPolicies(child.pid!), Array(threads).fill(SCHED_NORMAL));
 });
 
+test('moveOffCpu takes a thread off the given CPU if it last ran there and may run elsewhere; restoreThreads gives its CPUs back', async (t) => {
+  const cpus = availableParallelism();
+  if (cpus < 2) {
+    t.skip('one CPU: there is nowhere to move a thread');
+    return;
+  }
+  const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((r) => child.once('spawn', r));
+  const pid = child.pid!;
+  const allowed = (): number[] => [...Array(cpus).keys()].filter((c) => (cpuAffinity(pid)[c >> 3]! & (1 << (c & 7))) !== 0);
+  const before = allowed();
+  // Asleep, it stays where it last ran.
+  const st = await waitUntil(() => {
+    const f = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return f.state === 'S' ? f : undefined;
+  }, 'sleep to sleep', 5000, 5);
+  assert.ok(before.includes(st.cpu), `it last ran on CPU ${st.cpu}, one it may use (${before})`);
+  assert.equal(moveOffCpu([{ tid: pid, cpu: (st.cpu + 1) % cpus }], st.cpu).size, 0, 'a thread that last ran on another CPU stays');
+  const moved = moveOffCpu([{ tid: pid, cpu: st.cpu }], st.cpu);
+  assert.deepEqual([...moved.keys()], [pid]);
+  assert.deepEqual(allowed(), before.filter((c) => c !== st.cpu), 'every CPU it had but that one');
+  assert.equal(moveOffCpu([{ tid: pid, cpu: st.cpu }], st.cpu).size, 0, 'not moved again off a CPU it no longer has');
+  assert.equal(restoreThreads([pid], moved), 1);
+  assert.deepEqual(allowed(), before, 'its CPUs back');
+  const only = Buffer.alloc(128);
+  only[st.cpu >> 3] = 1 << (st.cpu & 7);
+  setCpuAffinity(pid, only);
+  assert.equal(moveOffCpu([{ tid: pid, cpu: st.cpu }], st.cpu).size, 0, 'a thread with no other CPU stays');
+  assert.equal(moveOffCpu([{ tid: 0x7fffffff, cpu: st.cpu }], st.cpu).size, 0, 'no such thread: nothing moved, no error');
+});
+
 test('a zombie (exited, not reaped) is dying and has no fd in any thread', async (t) => {
   // `sleep 30` never waits for its child, so the short sleep stays a zombie until sh's exec'd
   // process exits.
@@ -140,7 +173,7 @@ test('parkedAt: switched out in a wait a fatal signal ends, with no FUSE frame',
 test('a pid that names no process counts as gone', () => {
   // pid_max is at most 2^22 on 64-bit Linux.
   assert.equal(threadsFenced(0x7fffffff), true);
-  assert.deepEqual(scanThreads(0x7fffffff), { exiting: [], parked: [], others: 0 });
+  assert.deepEqual(scanThreads(0x7fffffff), { exiting: [], parked: [], others: 0, runnable: [] });
   assert.equal(isDying(0x7fffffff), true);
 });
 
