@@ -314,13 +314,7 @@ export const TEARDOWN_IDLE_MAX_MS = 20;
  * while the process is not reaped, so that the thread ids are still its own.
  */
 export function restoreThreads(tids: Iterable<number>, affinities?: ReadonlyMap<number, Buffer>): number {
-  for (const [tid, mask] of affinities ?? []) {
-    try {
-      setCpuAffinity(tid, mask);
-    } catch {
-      // Gone, as in setEachThread.
-    }
-  }
+  if (affinities) setEachThread(affinities.keys(), (tid) => setCpuAffinity(tid, affinities.get(tid)!));
   return setEachThread(tids, setNormalScheduling).length;
 }
 
