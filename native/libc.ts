@@ -32,6 +32,8 @@ export const sys = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   syscall: libc.func('long syscall(long number, ...)'),
   sched_setscheduler: libc.func('int sched_setscheduler(int pid, int policy, const void *param)'),
+  sched_getscheduler: libc.func('int sched_getscheduler(int pid)'),
+  sched_getparam: libc.func('int sched_getparam(int pid, void *param)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t size, const void *mask)'),
   sched_getaffinity: libc.func('int sched_getaffinity(int pid, size_t size, void *mask)'),
   sched_getcpu: libc.func('int sched_getcpu(void)'),

@@ -74,9 +74,41 @@ export function setNormalScheduling(tid: number): void {
  * CONFIG_RT_GROUP_SCHED and the thread's cgroup has no real-time runtime.
  */
 export function setRealtimeScheduling(priority: number): void {
+  setThreadRealtime(0, priority);
+}
+
+/**
+ * Moves thread `tid` (0: the calling thread) to SCHED_FIFO at `priority`, with
+ * SCHED_RESET_ON_FORK, as setRealtimeScheduling. Throws `NativeError`: `ESRCH` once the
+ * thread is gone, `EPERM` without CAP_SYS_NICE over it or where its cgroup has no real-time
+ * runtime (CONFIG_RT_GROUP_SCHED).
+ */
+export function setThreadRealtime(tid: number, priority: number): void {
   const param = Buffer.alloc(4);
   param.writeInt32LE(priority);
-  if (sys.sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, param) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_FIFO ${priority}`);
+  if (sys.sched_setscheduler(tid, SCHED_FIFO | SCHED_RESET_ON_FORK, param) !== 0) throw new NativeError('sched_setscheduler', lastErrno(), `SCHED_FIFO ${priority} for thread ${tid}`);
+}
+
+/** Scheduling policies by number (include/uapi/linux/sched.h). */
+const POLICY_NAMES: Record<number, string> = { 0: 'SCHED_NORMAL', 1: 'SCHED_FIFO', 2: 'SCHED_RR', 3: 'SCHED_BATCH', 5: 'SCHED_IDLE', 6: 'SCHED_DEADLINE' };
+
+/** A thread's scheduling policy and real-time priority (0 for the other policies). */
+export interface ThreadScheduling {
+  policy: 'SCHED_NORMAL' | 'SCHED_FIFO' | 'SCHED_RR' | 'SCHED_BATCH' | 'SCHED_IDLE' | 'SCHED_DEADLINE' | string;
+  priority: number;
+}
+
+/**
+ * Thread `tid`'s scheduling policy and priority (sched_getscheduler(2), sched_getparam(2)).
+ * Throws `NativeError` (`ESRCH` once the thread is gone).
+ */
+export function threadScheduling(tid: number): ThreadScheduling {
+  const policy = sys.sched_getscheduler(tid) as number;
+  if (policy < 0) throw new NativeError('sched_getscheduler', lastErrno(), `thread ${tid}`);
+  const param = Buffer.alloc(4);
+  if ((sys.sched_getparam(tid, param) as number) !== 0) throw new NativeError('sched_getparam', lastErrno(), `thread ${tid}`);
+  const base = policy & ~SCHED_RESET_ON_FORK;
+  return { policy: POLICY_NAMES[base] ?? `policy ${base}`, priority: param.readInt32LE(0) };
 }
 
 /** The CPU the calling thread is running on (sched_getcpu(3)). */
