@@ -52,6 +52,12 @@ export interface SupervisorConfig {
    * "The supervisor's CPU"). Read at start-up only.
    */
   realtimePriority: number;
+  /**
+   * How long after a hand-over the new owner's main thread keeps SCHED_FIFO at
+   * realtimePriority, lent from the start of the recovery; 0 lends none (docs/systemd.md,
+   * "The new owner's first milliseconds").
+   */
+  takeoverRealtimeMs: number;
   daemons: ManagedDaemon[];
 }
 
@@ -68,6 +74,7 @@ export const DEFAULT_CONFIG: Readonly<SupervisorConfig> = Object.freeze({
   metrics: null,
   exitEvents: true,
   realtimePriority: 1,
+  takeoverRealtimeMs: 30,
   daemons: [],
 });
 
@@ -128,7 +135,7 @@ function daemon(v: unknown, where: string): ManagedDaemon {
 export function parseConfig(value: unknown, source = 'config'): SupervisorConfig {
   expect(typeof value === 'object' && value !== null && !Array.isArray(value), source, 'expected a JSON object');
   const o = value as Json;
-  onlyKeys(o, ['socket', 'allowedUids', 'allowedGids', 'heartbeatTimeoutMs', 'fenceTimeoutMs', 'drainTimeoutMs', 'adoptTimeoutMs', 'metrics', 'exitEvents', 'realtimePriority', 'daemons'], source);
+  onlyKeys(o, ['socket', 'allowedUids', 'allowedGids', 'heartbeatTimeoutMs', 'fenceTimeoutMs', 'drainTimeoutMs', 'adoptTimeoutMs', 'metrics', 'exitEvents', 'realtimePriority', 'takeoverRealtimeMs', 'daemons'], source);
   const cfg: SupervisorConfig = { ...DEFAULT_CONFIG, allowedUids: [], allowedGids: [], daemons: [] };
   if (o.socket !== undefined) {
     expect(typeof o.socket === 'string' && (isAbsolute(o.socket) || (o.socket.startsWith('@') && o.socket.length > 1)), `${source}.socket`, 'expected an absolute path or @abstract-name');
@@ -145,6 +152,7 @@ export function parseConfig(value: unknown, source = 'config'): SupervisorConfig
     cfg.exitEvents = o.exitEvents as boolean;
   }
   if (o.realtimePriority !== undefined) cfg.realtimePriority = int(o.realtimePriority, `${source}.realtimePriority`, 0, 99);
+  if (o.takeoverRealtimeMs !== undefined) cfg.takeoverRealtimeMs = int(o.takeoverRealtimeMs, `${source}.takeoverRealtimeMs`, 0, 10_000);
   if (o.metrics !== undefined && o.metrics !== null) {
     expect(typeof o.metrics === 'string' && /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d{1,5}$/.test(o.metrics), `${source}.metrics`, 'expected a loopback host:port');
     cfg.metrics = o.metrics;

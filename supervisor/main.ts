@@ -102,7 +102,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
 
 /**
  * SIGHUP (`systemctl reload fusekeeper`): re-reads the configuration file and applies what can
- * change while serving: allowed uids/gids and the timeouts. The socket, metrics address,
+ * change while serving: allowed uids/gids, the timeouts and takeoverRealtimeMs. The socket, metrics address,
  * managed daemons, exit events and real-time priority need a restart; a change to them is
  * logged.
  */
@@ -117,6 +117,7 @@ function reload(supervisor: Supervisor, opts: ServeOptions, service: ServiceInte
     cfg.fenceTimeoutMs = next.fenceTimeoutMs;
     cfg.drainTimeoutMs = next.drainTimeoutMs;
     cfg.adoptTimeoutMs = next.adoptTimeoutMs;
+    cfg.takeoverRealtimeMs = next.takeoverRealtimeMs;
     const fixed: string[] = (['socket', 'metrics', 'exitEvents', 'realtimePriority'] as const).filter((k) => next[k] !== cfg[k]);
     if (JSON.stringify(next.daemons) !== JSON.stringify(cfg.daemons)) fixed.push('daemons');
     log.info({ event: 'supervisor.reloaded', needsRestart: fixed }, fixed.length ? `configuration reloaded; ${fixed.join(', ')} change only with a restart` : 'configuration reloaded');

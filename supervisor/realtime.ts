@@ -5,8 +5,10 @@
 // frames (two per backing id), and real-time work preempts everything else on its CPU: so a
 // main thread that keeps a CPU busy goes back to SCHED_NORMAL until it is idle again, and so
 // does one that has just handed a session over, so that the new owner starts serving first.
+// The new owner's main thread meanwhile gets real-time priority for a while (RealtimeLender).
 import { readFileSync } from 'node:fs';
-import { setNormalScheduling, setRealtimeScheduling, threadCpuTimeNs } from '../native/index.ts';
+import { availableParallelism } from 'node:os';
+import { closeFd, pidfdExited, pidfdOpen, setNormalScheduling, setRealtimeScheduling, setThreadRealtime, threadCpuTimeNs, threadScheduling } from '../native/index.ts';
 import type { Logger } from './log.ts';
 
 /** How often the main thread's CPU time is looked at, ms. */
@@ -187,5 +189,90 @@ class RealtimeMainThread implements RealtimeScheduling {
     // busy supervisor) would only flood the log.
     const level = busy && this.#paused === 1 ? 'info' : 'debug';
     this.#log[level](fields, `main thread ${why}: ${toRealtime ? `back to SCHED_FIFO ${this.#priority}` : 'SCHED_NORMAL until it is idle again'}`);
+  }
+}
+
+/** Real-time priority lent to one new owner's main thread (RealtimeLender.lend). */
+export interface RealtimeLoan {
+  /** Takes the priority back `ms` from now (at once for 0). */
+  endAfter(ms: number): void;
+  /** Takes it back now. */
+  end(): void;
+}
+
+/**
+ * Lends SCHED_FIFO to the main thread of a process taking a session over, from the start of
+ * the recovery until a while after the hand-over (config takeoverRealtimeMs; docs/systemd.md,
+ * "The new owner's first milliseconds"). What that thread does then decides how long
+ * applications wait: it receives ACQUIRED, restores its state, and answers the replayed
+ * requests, while the dying owner's memory teardown, V8's compiler threads and everything
+ * else on the machine want the same CPUs. A SCHED_NORMAL thread that wakes there may wait a
+ * whole scheduler tick before the kernel moves it to an idle CPU; a real-time one runs at once.
+ * At most one loan per CPU but one is out at a time, so that busy borrowers never hold every
+ * CPU (none on a single CPU); a thread that does not run SCHED_NORMAL is left as it is, and one
+ * whose policy changed during the loan is not changed back.
+ */
+export class RealtimeLender {
+  readonly #loans = new Set<RealtimeLoan>();
+  readonly #maxLoans: number;
+
+  /** `cpus`: how many CPUs the supervisor may use (its borrowers share them). */
+  constructor(cpus = availableParallelism()) {
+    this.#maxLoans = Math.max(0, cpus - 1);
+  }
+
+  /** Loans out now. */
+  get outstanding(): number {
+    return this.#loans.size;
+  }
+
+  /**
+   * Moves process `pid`'s main thread (its thread id is the pid) to SCHED_FIFO `priority`
+   * with SCHED_RESET_ON_FORK; returns the loan, or why it did not (for the log). Never throws.
+   */
+  lend(pid: number, priority: number): RealtimeLoan | string {
+    if (priority === 0) return 'realtimePriority is 0';
+    if (this.#loans.size >= this.#maxLoans) return this.#maxLoans === 0 ? 'the supervisor has one CPU' : `${this.#loans.size} other new owners have it (one per CPU but one)`;
+    let pidfd = -1;
+    try {
+      // Names the process even after its pid is reused: the loan is taken back only from it.
+      pidfd = pidfdOpen(pid);
+      const before = threadScheduling(pid);
+      if (before.policy !== 'SCHED_NORMAL') {
+        closeFd(pidfd);
+        return `left alone: it runs ${before.policy}`;
+      }
+      setThreadRealtime(pid, priority);
+    } catch (err) {
+      if (pidfd >= 0) closeFd(pidfd);
+      return (err as Error).message;
+    }
+    let timer: NodeJS.Timeout | null = null;
+    const loan: RealtimeLoan = {
+      endAfter: (ms) => {
+        if (timer || !this.#loans.has(loan)) return;
+        if (ms <= 0) return loan.end();
+        timer = setTimeout(() => loan.end(), ms);
+        timer.unref();
+      },
+      end: () => {
+        if (!this.#loans.delete(loan)) return;
+        if (timer) clearTimeout(timer);
+        try {
+          const now = threadScheduling(pid);
+          if (!pidfdExited(pidfd) && now.policy === 'SCHED_FIFO' && now.priority === priority) setNormalScheduling(pid);
+        } catch {
+          // ESRCH: gone. EPERM: the process changed its credentials meanwhile; its thread keeps the policy.
+        }
+        closeFd(pidfd);
+      },
+    };
+    this.#loans.add(loan);
+    return loan;
+  }
+
+  /** Takes every loan back (the supervisor stops). */
+  stop(): void {
+    for (const loan of [...this.#loans]) loan.end();
   }
 }

@@ -71,7 +71,7 @@ import { cleanBacking, fenceOwner, moveOffCpu, replayInFlight, RecoveryError, RE
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
-import type { RealtimeScheduling } from './realtime.ts';
+import { RealtimeLender, type RealtimeScheduling } from './realtime.ts';
 import type { Owner, Session, SessionStatus } from './session.ts';
 import type { PersistedSession } from './state.ts';
 
@@ -232,6 +232,8 @@ export class Supervisor {
   #dyingTimer: FineTimer | null = null;
   /** What the last look at a dying owner's threads took, ns. */
   #lastLookNs = 0;
+  /** Real-time priority for new owners' main threads around their take-over (#recover). */
+  readonly #lender: RealtimeLender;
 
   constructor(opts: SupervisorOptions) {
     this.config = opts.config;
@@ -240,6 +242,7 @@ export class Supervisor {
     this.#metrics = opts.metrics ?? noMetrics;
     this.#version = opts.version;
     this.#realtime = opts.realtime ?? { status: () => 'off', handedOver: () => {} };
+    this.#lender = new RealtimeLender();
   }
 
   /** The cleanup strategy this kernel allows. */
@@ -600,6 +603,7 @@ export class Supervisor {
     this.#listenPoll?.close();
     this.#listenPoll = null;
     this.#closeExitEvents();
+    this.#lender.stop();
     if (this.#listenFd >= 0) {
       closeFd(this.#listenFd);
       this.#listenFd = -1;
@@ -1390,6 +1394,7 @@ export class Supervisor {
   async #recover(s: LiveSession, conn: Conn, requestId: number): Promise<void> {
     s.recovering = true;
     conn.acquiring = true;
+    const loan = this.config.takeoverRealtimeMs > 0 ? this.#lender.lend(conn.peer.pid, this.config.realtimePriority) : 'takeoverRealtimeMs is 0';
     const started = process.hrtime.bigint();
     // Microseconds per step, for the log: where a slow hand-over spent its time.
     const stepsUs: Record<string, number> = {};
@@ -1446,12 +1451,17 @@ export class Supervisor {
       this.#metrics.backingIds('probed', cleanup.probed);
       if (cleanup.strategy === 'close-all') this.#metrics.backingIds('closed', cleanup.closed);
       this.#log.info(
-        { event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, journalPrepared: preparedJournal >= 0, stepsUs },
+        {
+          event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, journalPrepared: preparedJournal >= 0, stepsUs,
+          ownerRealtime: typeof loan === 'string' ? `not lent: ${loan}` : `SCHED_FIFO ${this.config.realtimePriority} for ${this.config.takeoverRealtimeMs} ms`,
+        },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,
       );
       // Stepping down lets the new owner run at once where it shares a CPU with this thread.
       this.#realtime.handedOver();
+      if (typeof loan !== 'string') loan.endAfter(this.config.takeoverRealtimeMs);
     } catch (err) {
+      if (typeof loan !== 'string') loan.end();
       conn.acquiring = false;
       this.#metrics.recovery(this.strategy, 'failed', Number(process.hrtime.bigint() - started) / 1e9);
       this.#log.error({ event: 'session.recovery_failed', session: s.name, err: (err as Error).message }, `recovery of ${s.name} failed: ${(err as Error).message}`);

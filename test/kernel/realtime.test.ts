@@ -5,7 +5,10 @@
 // supervisor with real-time priority needs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { RealtimeLender } from '../../supervisor/realtime.ts';
 import { grantRealtimeRuntime, mountSpec, runCli, sessionDir, spawnOwner, startSupervisor, threadPolicy, waitUntil, type SupervisorProcess } from './helpers/supervisor.ts';
 import { connectSupervisor } from '../../client/supervisor.ts';
 
@@ -107,6 +110,125 @@ test('after a hand-over the main thread steps down to SCHED_NORMAL (the new owne
     await sup.waitEvent('supervisor.realtime_paused', (e) => e.why === 'a session was handed over', 10_000, from);
     await sup.waitEvent('supervisor.realtime_resumed', undefined, 10_000, from);
     assert.deepEqual(threadPolicy(sup.pid), { policy: SCHED_FIFO, rtPriority: 1 });
+  } finally {
+    await second?.kill('SIGKILL');
+    await first.kill('SIGKILL');
+    await sup.cleanup();
+  }
+});
+
+/** A `sleep 600` (through `prefix`, e.g. chrt) that the test kills; resolves once it runs sleep itself. */
+async function sleeper(prefix: string[] = []): Promise<ChildProcess & { gone(): Promise<void> }> {
+  const [cmd, ...args] = [...prefix, '/bin/sleep', '600'];
+  const child = spawn(cmd!, args, { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await waitUntil(() => readdirSync(`/proc/${child.pid}/task`).length > 0 && /^sleep\b/.test(readFileSync(`/proc/${child.pid}/comm`, 'utf8')), 'sleep to run');
+  return Object.assign(child, {
+    gone: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  });
+}
+
+test('RealtimeLender: SCHED_FIFO for a process\'s main thread, taken back (at once or after a while); other policies left alone; a gone process refused', async () => {
+  const lender = new RealtimeLender(2);
+  const normal = await sleeper();
+  const batch = await sleeper(['chrt', '--batch', '0']);
+  const changed = await sleeper();
+  try {
+    const loan = lender.lend(normal.pid!, 1);
+    assert.notEqual(typeof loan, 'string', String(loan));
+    assert.deepEqual(threadPolicy(normal.pid!), { policy: SCHED_FIFO, rtPriority: 1 });
+    assert.equal(lender.outstanding, 1);
+    assert.match(String(lender.lend(changed.pid!, 1)), /1 other new owners have it/, 'one per CPU but one');
+    if (typeof loan !== 'string') loan.end();
+    assert.deepEqual(threadPolicy(normal.pid!), { policy: SCHED_OTHER, rtPriority: 0 });
+    assert.equal(lender.outstanding, 0);
+
+    const later = lender.lend(normal.pid!, 1);
+    if (typeof later === 'string') assert.fail(later);
+    const endAt = Date.now();
+    later.endAfter(300);
+    assert.equal(threadPolicy(normal.pid!).policy, SCHED_FIFO);
+    await waitUntil(() => threadPolicy(normal.pid!).policy === SCHED_OTHER, 'the loan to end', 5_000, 10);
+    assert.ok(Date.now() - endAt >= 290, `ended after ${Date.now() - endAt} ms`);
+
+    const SCHED_BATCH = 3;
+    assert.equal(lender.lend(batch.pid!, 1), 'left alone: it runs SCHED_BATCH');
+    assert.equal(threadPolicy(batch.pid!).policy, SCHED_BATCH);
+
+    // The process changed its policy during the loan: it keeps what it chose.
+    const chosen = lender.lend(changed.pid!, 1);
+    if (typeof chosen === 'string') assert.fail(chosen);
+    const chrt = spawn('chrt', ['--fifo', '--pid', '2', String(changed.pid)], { stdio: 'ignore' });
+    await new Promise((r) => chrt.once('exit', r));
+    chosen.end();
+    assert.deepEqual(threadPolicy(changed.pid!), { policy: SCHED_FIFO, rtPriority: 2 });
+
+    const pid = normal.pid!;
+    await normal.gone();
+    assert.match(String(lender.lend(pid, 1)), /ESRCH/);
+    assert.equal(lender.outstanding, 0);
+  } finally {
+    lender.stop();
+    await Promise.all([normal.gone(), batch.gone(), changed.gone()]);
+  }
+});
+
+test('a standby taking over gets SCHED_FIFO on its main thread for takeoverRealtimeMs (with a CPU to spare), logged with the hand-over', async () => {
+  const sup = await startSupervisor({ config: { takeoverRealtimeMs: 1500 } });
+  const { mountpoint } = sessionDir(sup.dir, 'lend');
+  const mount = mountSpec(mountpoint);
+  const first = spawnOwner({ socket: sup.socket, name: 'lend', mount, then: 'sleep' });
+  let second: ReturnType<typeof spawnOwner> | undefined;
+  try {
+    await first.report;
+    const standby = spawnOwner({ socket: sup.socket, name: 'lend', mount, standby: true, then: 'sleep' });
+    second = standby;
+    await sup.waitEvent('standby.waiting', (e) => e.session === 'lend' && e.standby === standby.pid);
+    assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
+    const from = sup.lineCount();
+    await first.kill('SIGKILL');
+    assert.equal((await standby.report).generation, 2);
+    const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'lend', 10_000, from);
+    if (availableParallelism() < 2) {
+      // The VM tier's guests: a real-time borrower could hold the only CPU.
+      assert.equal(recovered.ownerRealtime, 'not lent: the supervisor has one CPU');
+      assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
+      return;
+    }
+    assert.equal(recovered.ownerRealtime, 'SCHED_FIFO 1 for 1500 ms');
+    const handedAt = Date.now();
+    assert.deepEqual(threadPolicy(standby.pid), { policy: SCHED_FIFO, rtPriority: 1 });
+    const others = readdirSync(`/proc/${standby.pid}/task`).map(Number).filter((tid) => tid !== standby.pid);
+    for (const tid of others) assert.equal(threadPolicy(tid).policy, SCHED_OTHER, `thread ${tid}: only the main thread`);
+    await waitUntil(() => threadPolicy(standby.pid).policy === SCHED_OTHER, 'the loan to end', 10_000, 20);
+    assert.ok(Date.now() - handedAt >= 1000, `ended ${Date.now() - handedAt} ms after the hand-over was logged`);
+  } finally {
+    await second?.kill('SIGKILL');
+    await first.kill('SIGKILL');
+    await sup.cleanup();
+  }
+});
+
+test('a supervisor limited to one CPU lends none, and says so', async () => {
+  const sup = await startSupervisor({ config: { takeoverRealtimeMs: 1500 }, wrapper: ['taskset', '--cpu-list', '0'] });
+  const { mountpoint } = sessionDir(sup.dir, 'single');
+  const mount = mountSpec(mountpoint);
+  const first = spawnOwner({ socket: sup.socket, name: 'single', mount, then: 'sleep' });
+  let second: ReturnType<typeof spawnOwner> | undefined;
+  try {
+    await first.report;
+    const standby = spawnOwner({ socket: sup.socket, name: 'single', mount, standby: true, then: 'sleep' });
+    second = standby;
+    await sup.waitEvent('standby.waiting', (e) => e.session === 'single' && e.standby === standby.pid);
+    const from = sup.lineCount();
+    await first.kill('SIGKILL');
+    assert.equal((await standby.report).generation, 2);
+    const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'single', 10_000, from);
+    assert.equal(recovered.ownerRealtime, 'not lent: the supervisor has one CPU');
+    assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
   } finally {
     await second?.kill('SIGKILL');
     await first.kill('SIGKILL');

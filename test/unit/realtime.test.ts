@@ -3,7 +3,7 @@
 // the policy changes themselves.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { REALTIME_MAX_SHARE, realtimeShareLimit, staysRealtime } from '../../supervisor/realtime.ts';
+import { RealtimeLender, REALTIME_MAX_SHARE, realtimeShareLimit, staysRealtime } from '../../supervisor/realtime.ts';
 
 test('staysRealtime: real-time up to the limit; back only under half of it', () => {
   assert.equal(staysRealtime(true, 0.25, 0.25), true);
@@ -31,4 +31,12 @@ test('realtimeShareLimit: half a v1 cgroup runtime, at most REALTIME_MAX_SHARE; 
   assert.equal(realtimeShareLimit('1:cpu:/\n', read), REALTIME_MAX_SHARE, '-1: unlimited');
   assert.equal(realtimeShareLimit('0::/system.slice/fusekeeper.service\n', read), REALTIME_MAX_SHARE, 'cgroup v2: no per-cgroup runtime');
   assert.equal(realtimeShareLimit('1:cpu:/gone\n', read), REALTIME_MAX_SHARE);
+});
+
+test('RealtimeLender: lends nothing with realtimePriority 0 or to the only CPU, and says why (touching no thread)', () => {
+  assert.equal(new RealtimeLender(4).lend(process.pid, 0), 'realtimePriority is 0');
+  const single = new RealtimeLender(1);
+  assert.equal(single.lend(process.pid, 1), 'the supervisor has one CPU');
+  assert.equal(single.outstanding, 0);
+  assert.equal(new RealtimeLender(0).lend(process.pid, 1), 'the supervisor has one CPU');
 });
