@@ -158,6 +158,8 @@ interface RoundRecord {
   lookingUs?: number;
   /** Threads of the dying owner the supervisor moved off its CPU. */
   movedOffCpu?: number;
+  /** Real-time priority lent to the new owner's main thread, or why not (session.recovered ownerRealtime). */
+  ownerRealtime?: string;
   /** bare: kill -> the standby holds the session (ACQUIRE answered) / serves / is answered ADOPTED, ms. */
   acquiredMs?: number;
   /** bare: kill -> the owner's pidfd readable here (the kernel has torn the process down), ms. */
@@ -213,7 +215,7 @@ async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | u
   return ((await admin.status()) as { sessions: SessionStatus[] }).sessions.find((s) => s.name === SESSION);
 }
 
-async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number }): Promise<Record<string, unknown>> {
+async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number; takeoverRealtimeMs?: number }): Promise<Record<string, unknown>> {
   const dir = tempDir('fusekeeper-failover-');
   const mountpoint = join(dir, 'mnt');
   mkdirSync(mountpoint);
@@ -331,7 +333,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000, logFrom));
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
-      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined };
+      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined, ownerRealtime: rec.ownerRealtime as string | undefined };
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
@@ -396,6 +398,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       supervisorLooksAtDyingOwner: stats(records.map((x) => x.looks ?? 0)),
       supervisorLookingUs: stats(records.map((x) => x.lookingUs ?? 0)),
       roundsWithAThreadMovedOffTheSupervisorsCpu: records.filter((x) => (x.movedOffCpu ?? 0) > 0).length,
+      newOwnerRealtime: Object.fromEntries([...new Set(records.map((x) => x.ownerRealtime ?? 'not logged'))].map((k) => [k, records.filter((x) => (x.ownerRealtime ?? 'not logged') === k).length])),
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),
       ...(sc.kind === 'bare'
         ? {
@@ -429,6 +432,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
 }
 
 const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw] [--realtime-priority N]
+       [--takeover-realtime-ms N]
 
   --rounds N     crashes per scenario (default 100, or $FAILOVER_ROUNDS)
   --only LIST    run these scenarios only: ${SCENARIOS.map((s) => s.name).join(', ')}
@@ -439,6 +443,10 @@ const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--
                  none). Where the kernel has CONFIG_RT_GROUP_SCHED and this process's
                  cgroup has no real-time runtime, the run gives it 0.5 s per second and
                  takes it back at the end
+  --takeover-realtime-ms N
+                 the supervisor's takeoverRealtimeMs: how long the new owner's main
+                 thread keeps the real-time priority lent at its take-over (default: the
+                 supervisor's default, 30; 0 lends none)
 
 Root, after \`npm run prepare\`. Writes bench/results/failover[-<scenarios>].json (the
 directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
@@ -446,7 +454,7 @@ directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
 export async function run(argv: string[] = []): Promise<void> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     throw new UsageError(`failover: ${(err as Error).message}\n${USAGE}`);
   }
@@ -458,7 +466,9 @@ export async function run(argv: string[] = []): Promise<void> {
   if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`failover: --rounds must be a positive integer, not ${values.rounds ?? process.env.FAILOVER_ROUNDS}`);
   const priority = values['realtime-priority'];
   if (priority !== undefined && !/^([0-9]|[1-9][0-9])$/.test(priority)) throw new UsageError(`failover: --realtime-priority must be an integer in 0..99, not ${priority}`);
-  const realtime = priority === undefined ? {} : { realtimePriority: Number(priority) };
+  const lendMs = values['takeover-realtime-ms'];
+  if (lendMs !== undefined && !/^(0|[1-9][0-9]{0,3}|10000)$/.test(lendMs)) throw new UsageError(`failover: --takeover-realtime-ms must be an integer in 0..10000, not ${lendMs}`);
+  const realtime = { ...(priority === undefined ? {} : { realtimePriority: Number(priority) }), ...(lendMs === undefined ? {} : { takeoverRealtimeMs: Number(lendMs) }) };
   const only = values.only?.split(',');
   const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
   if (unknown.length > 0) throw new UsageError(`failover: no scenario ${unknown.join(', ')}\n${USAGE}`);
