@@ -170,7 +170,6 @@ interface RoundRecord {
   firstRequestMs?: number;
 }
 
-/** mirrorfs's own account of each resume (its `mirrorfs.resumed` lines): ACQUIRE answered -> serving, per step. */
 /**
  * A resumed mirrorfs's own account, per generation: µs from its ACQUIRE answered to each
  * step (mirrorfs.resumed, up to serving) and to its first request read and answered
@@ -209,6 +208,13 @@ function mirrorfsResume(steps: Map<number, MirrorfsResume>, rounds: ({ acquiredM
     ...(known.length > 0 ? { killToMirrorfsAcquiredMs: stats(known.map((r) => r.acquiredMs)) } : {}),
     ...(firstReplies.length > 0 ? { killToMirrorfsFirstReplyMs: stats(firstReplies) } : {}),
   };
+}
+
+/** How many times each value occurs in `values`, in the order first seen. */
+function countEach(values: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
 }
 
 async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | undefined> {
@@ -393,12 +399,12 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       killToProbeResumedMs: stats(per.map((b) => ms(b.resumedAfterNs))),
       longestWaitWithin1sMs: stats(within1s.map((b) => ms(b.ns))),
       killToHandoverLogMs: stats(records.map((x) => x.handoverLogMs)),
-      ownerDeathNoticedBy: Object.fromEntries([...new Set(records.map((x) => x.noticedBy))].map((k) => [k, records.filter((x) => x.noticedBy === k).length])),
+      ownerDeathNoticedBy: countEach(records.map((x) => x.noticedBy)),
       supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
       supervisorLooksAtDyingOwner: stats(records.map((x) => x.looks ?? 0)),
       supervisorLookingUs: stats(records.map((x) => x.lookingUs ?? 0)),
       roundsWithAThreadMovedOffTheSupervisorsCpu: records.filter((x) => (x.movedOffCpu ?? 0) > 0).length,
-      newOwnerRealtime: Object.fromEntries([...new Set(records.map((x) => x.ownerRealtime ?? 'not logged'))].map((k) => [k, records.filter((x) => (x.ownerRealtime ?? 'not logged') === k).length])),
+      newOwnerRealtime: countEach(records.map((x) => x.ownerRealtime ?? 'not logged')),
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),
       ...(sc.kind === 'bare'
         ? {

@@ -94,7 +94,8 @@ const POLICY_NAMES: Record<number, string> = { 0: 'SCHED_NORMAL', 1: 'SCHED_FIFO
 
 /** A thread's scheduling policy and real-time priority (0 for the other policies). */
 export interface ThreadScheduling {
-  policy: 'SCHED_NORMAL' | 'SCHED_FIFO' | 'SCHED_RR' | 'SCHED_BATCH' | 'SCHED_IDLE' | 'SCHED_DEADLINE' | string;
+  /** SCHED_NORMAL, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE, or `policy N`. */
+  policy: string;
   priority: number;
 }
 

@@ -102,9 +102,9 @@ export async function serve(opts: ServeOptions): Promise<number> {
 
 /**
  * SIGHUP (`systemctl reload fusekeeper`): re-reads the configuration file and applies what can
- * change while serving: allowed uids/gids, the timeouts and takeoverRealtimeMs. The socket, metrics address,
- * managed daemons, exit events and real-time priority need a restart; a change to them is
- * logged.
+ * change while serving: allowed uids/gids, the timeouts and takeoverRealtimeMs. The socket,
+ * metrics address, managed daemons, exit events and real-time priority need a restart; a
+ * change to them is logged.
  */
 function reload(supervisor: Supervisor, opts: ServeOptions, service: ServiceIntegration, log: Logger): void {
   service.reloading();

@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { RealtimeLender } from '../../supervisor/realtime.ts';
-import { grantRealtimeRuntime, mountSpec, runCli, sessionDir, spawnOwner, startSupervisor, threadPolicy, waitUntil, type SupervisorProcess } from './helpers/supervisor.ts';
+import { grantRealtimeRuntime, mountSpec, runCli, sessionDir, spawnOwner, startSupervisor, threadPolicy, waitUntil, type LogEvent, type OwnerProcess, type SupervisorProcess } from './helpers/supervisor.ts';
 import { connectSupervisor } from '../../client/supervisor.ts';
 
 const SCHED_OTHER = 0;
@@ -25,6 +25,32 @@ async function statusOf(sup: SupervisorProcess): Promise<Record<string, unknown>
   const r = await runCli(['status', '--json', '--socket', sup.socket]);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout).supervisor;
+}
+
+/**
+ * Session `name` under `sup`: an owner, then a standby waiting for it (`waiting` runs then);
+ * the owner is SIGKILLed and the standby takes over as generation 2. `check` gets the
+ * standby, the supervisor's session.recovered line and the log line count at the kill; both
+ * processes are killed after it.
+ */
+async function takeOver(sup: SupervisorProcess, name: string, check: (standby: OwnerProcess, recovered: LogEvent, from: number) => Promise<void> | void, waiting?: (standby: OwnerProcess) => void): Promise<void> {
+  const mount = mountSpec(sessionDir(sup.dir, name).mountpoint);
+  const first = spawnOwner({ socket: sup.socket, name, mount, then: 'sleep' });
+  let standby: OwnerProcess | undefined;
+  try {
+    await first.report;
+    const second = spawnOwner({ socket: sup.socket, name, mount, standby: true, then: 'sleep' });
+    standby = second;
+    await sup.waitEvent('standby.waiting', (e) => e.session === name && e.standby === second.pid);
+    waiting?.(second);
+    const from = sup.lineCount();
+    await first.kill('SIGKILL');
+    assert.equal((await second.report).generation, 2);
+    await check(second, await sup.waitEvent('session.recovered', (e) => e.session === name, 10_000, from), from);
+  } finally {
+    await standby?.kill('SIGKILL');
+    await first.kill('SIGKILL');
+  }
 }
 
 test('serve runs its main thread on SCHED_FIFO 1; its other threads and the daemons it starts keep SCHED_OTHER', async () => {
@@ -94,25 +120,13 @@ test('a main thread kept busy (status requests from 4 clients) goes to SCHED_NOR
 
 test('after a hand-over the main thread steps down to SCHED_NORMAL (the new owner starts serving first), and is back on SCHED_FIFO once idle', async () => {
   const sup = await startSupervisor({ env: { FUSEKEEPER_LOG_LEVEL: 'debug' } });
-  const { mountpoint } = sessionDir(sup.dir, 'handover');
-  const mount = mountSpec(mountpoint);
-  const first = spawnOwner({ socket: sup.socket, name: 'handover', mount, then: 'sleep' });
-  let second: ReturnType<typeof spawnOwner> | undefined;
   try {
-    await first.report;
-    const standby = spawnOwner({ socket: sup.socket, name: 'handover', mount, standby: true, then: 'sleep' });
-    second = standby;
-    await sup.waitEvent('standby.waiting', (e) => e.session === 'handover' && e.standby === standby.pid);
-    const from = sup.lineCount();
-    await first.kill('SIGKILL');
-    assert.equal((await standby.report).generation, 2);
-    await sup.waitEvent('session.recovered', (e) => e.session === 'handover', 10_000, from);
-    await sup.waitEvent('supervisor.realtime_paused', (e) => e.why === 'a session was handed over', 10_000, from);
-    await sup.waitEvent('supervisor.realtime_resumed', undefined, 10_000, from);
-    assert.deepEqual(threadPolicy(sup.pid), { policy: SCHED_FIFO, rtPriority: 1 });
+    await takeOver(sup, 'handover', async (_standby, _recovered, from) => {
+      await sup.waitEvent('supervisor.realtime_paused', (e) => e.why === 'a session was handed over', 10_000, from);
+      await sup.waitEvent('supervisor.realtime_resumed', undefined, 10_000, from);
+      assert.deepEqual(threadPolicy(sup.pid), { policy: SCHED_FIFO, rtPriority: 1 });
+    });
   } finally {
-    await second?.kill('SIGKILL');
-    await first.kill('SIGKILL');
     await sup.cleanup();
   }
 });
@@ -178,60 +192,40 @@ test('RealtimeLender: SCHED_FIFO for a process\'s main thread, taken back (at on
 
 test('a standby taking over gets SCHED_FIFO on its main thread for takeoverRealtimeMs (with a CPU to spare), logged with the hand-over', async () => {
   const sup = await startSupervisor({ config: { takeoverRealtimeMs: 1500 } });
-  const { mountpoint } = sessionDir(sup.dir, 'lend');
-  const mount = mountSpec(mountpoint);
-  const first = spawnOwner({ socket: sup.socket, name: 'lend', mount, then: 'sleep' });
-  let second: ReturnType<typeof spawnOwner> | undefined;
   try {
-    await first.report;
-    const standby = spawnOwner({ socket: sup.socket, name: 'lend', mount, standby: true, then: 'sleep' });
-    second = standby;
-    await sup.waitEvent('standby.waiting', (e) => e.session === 'lend' && e.standby === standby.pid);
-    assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
-    const from = sup.lineCount();
-    await first.kill('SIGKILL');
-    assert.equal((await standby.report).generation, 2);
-    const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'lend', 10_000, from);
-    if (availableParallelism() < 2) {
-      // The VM tier's guests: a real-time borrower could hold the only CPU.
-      assert.equal(recovered.ownerRealtime, 'not lent: the supervisor has one CPU');
-      assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
-      return;
-    }
-    assert.equal(recovered.ownerRealtime, 'SCHED_FIFO 1 for 1500 ms');
-    const handedAt = Date.now();
-    assert.deepEqual(threadPolicy(standby.pid), { policy: SCHED_FIFO, rtPriority: 1 });
-    const others = readdirSync(`/proc/${standby.pid}/task`).map(Number).filter((tid) => tid !== standby.pid);
-    for (const tid of others) assert.equal(threadPolicy(tid).policy, SCHED_OTHER, `thread ${tid}: only the main thread`);
-    await waitUntil(() => threadPolicy(standby.pid).policy === SCHED_OTHER, 'the loan to end', 10_000, 20);
-    assert.ok(Date.now() - handedAt >= 1000, `ended ${Date.now() - handedAt} ms after the hand-over was logged`);
+    await takeOver(
+      sup,
+      'lend',
+      async (standby, recovered) => {
+        if (availableParallelism() < 2) {
+          // The VM tier's guests: a real-time borrower could hold the only CPU.
+          assert.equal(recovered.ownerRealtime, 'not lent: the supervisor has one CPU');
+          assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
+          return;
+        }
+        assert.equal(recovered.ownerRealtime, 'SCHED_FIFO 1 for 1500 ms');
+        const handedAt = Date.now();
+        assert.deepEqual(threadPolicy(standby.pid), { policy: SCHED_FIFO, rtPriority: 1 });
+        const others = readdirSync(`/proc/${standby.pid}/task`).map(Number).filter((tid) => tid !== standby.pid);
+        for (const tid of others) assert.equal(threadPolicy(tid).policy, SCHED_OTHER, `thread ${tid}: only the main thread`);
+        await waitUntil(() => threadPolicy(standby.pid).policy === SCHED_OTHER, 'the loan to end', 10_000, 20);
+        assert.ok(Date.now() - handedAt >= 1000, `ended ${Date.now() - handedAt} ms after the hand-over was logged`);
+      },
+      (standby) => assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER),
+    );
   } finally {
-    await second?.kill('SIGKILL');
-    await first.kill('SIGKILL');
     await sup.cleanup();
   }
 });
 
 test('a supervisor limited to one CPU lends none, and says so', async () => {
   const sup = await startSupervisor({ config: { takeoverRealtimeMs: 1500 }, wrapper: ['taskset', '--cpu-list', '0'] });
-  const { mountpoint } = sessionDir(sup.dir, 'single');
-  const mount = mountSpec(mountpoint);
-  const first = spawnOwner({ socket: sup.socket, name: 'single', mount, then: 'sleep' });
-  let second: ReturnType<typeof spawnOwner> | undefined;
   try {
-    await first.report;
-    const standby = spawnOwner({ socket: sup.socket, name: 'single', mount, standby: true, then: 'sleep' });
-    second = standby;
-    await sup.waitEvent('standby.waiting', (e) => e.session === 'single' && e.standby === standby.pid);
-    const from = sup.lineCount();
-    await first.kill('SIGKILL');
-    assert.equal((await standby.report).generation, 2);
-    const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'single', 10_000, from);
-    assert.equal(recovered.ownerRealtime, 'not lent: the supervisor has one CPU');
-    assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
+    await takeOver(sup, 'single', (standby, recovered) => {
+      assert.equal(recovered.ownerRealtime, 'not lent: the supervisor has one CPU');
+      assert.equal(threadPolicy(standby.pid).policy, SCHED_OTHER);
+    });
   } finally {
-    await second?.kill('SIGKILL');
-    await first.kill('SIGKILL');
     await sup.cleanup();
   }
 });
