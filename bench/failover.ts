@@ -221,7 +221,7 @@ async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | u
   return ((await admin.status()) as { sessions: SessionStatus[] }).sessions.find((s) => s.name === SESSION);
 }
 
-async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number; takeoverRealtimeMs?: number }): Promise<Record<string, unknown>> {
+async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number; takeoverRealtimeMs?: number }, mirrorfsArgs: string[]): Promise<Record<string, unknown>> {
   const dir = tempDir('fusekeeper-failover-');
   const mountpoint = join(dir, 'mnt');
   mkdirSync(mountpoint);
@@ -248,7 +248,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
           daemons: [
             {
               name: SESSION,
-              command: [process.execPath, MIRRORFS, source, mountpoint],
+              command: [process.execPath, MIRRORFS, source, mountpoint, ...mirrorfsArgs],
               standby: sc.kind === 'warm',
               backoffMs: sc.kind === 'warm' ? 100 : 0,
               maxBackoffMs: sc.kind === 'warm' ? 100 : 0,
@@ -438,7 +438,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
 }
 
 const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw] [--realtime-priority N]
-       [--takeover-realtime-ms N]
+       [--takeover-realtime-ms N] [--metadata-on-pool]
 
   --rounds N     crashes per scenario (default 100, or $FAILOVER_ROUNDS)
   --only LIST    run these scenarios only: ${SCENARIOS.map((s) => s.name).join(', ')}
@@ -453,6 +453,10 @@ const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--
                  the supervisor's takeoverRealtimeMs: how long the new owner's main
                  thread keeps the real-time priority lent at its take-over (default: the
                  supervisor's default, 30; 0 lends none)
+  --metadata-on-pool
+                 start fusekeeper-mirrorfs with --metadata-on-pool: it looks up, stats
+                 and opens the source's files on libuv's thread pool instead of its
+                 main thread (the cold and warm scenarios)
 
 Root, after \`npm run prepare\`. Writes bench/results/failover[-<scenarios>].json (the
 directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
@@ -460,7 +464,7 @@ directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
 export async function run(argv: string[] = []): Promise<void> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, 'metadata-on-pool': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     throw new UsageError(`failover: ${(err as Error).message}\n${USAGE}`);
   }
@@ -475,6 +479,7 @@ export async function run(argv: string[] = []): Promise<void> {
   const lendMs = values['takeover-realtime-ms'];
   if (lendMs !== undefined && !/^(0|[1-9][0-9]{0,3}|10000)$/.test(lendMs)) throw new UsageError(`failover: --takeover-realtime-ms must be an integer in 0..10000, not ${lendMs}`);
   const realtime = { ...(priority === undefined ? {} : { realtimePriority: Number(priority) }), ...(lendMs === undefined ? {} : { takeoverRealtimeMs: Number(lendMs) }) };
+  const mirrorfsArgs = values['metadata-on-pool'] ? ['--metadata-on-pool'] : [];
   const only = values.only?.split(',');
   const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
   if (unknown.length > 0) throw new UsageError(`failover: no scenario ${unknown.join(', ')}\n${USAGE}`);
@@ -486,6 +491,7 @@ export async function run(argv: string[] = []): Promise<void> {
     rounds,
     blackout:
       'per crash: the longest call (stat, open, read or close: the crash may catch the probe in any of them; blackoutStatOpenMs counts stat/open only) of a 1 ms probe (a separate process, one call at a time) among its iterations that began from 20 ms before the SIGKILL until the first iteration begun 1 ms or more after the SIGKILL completed: the wait the application saw. longestWaitWithin1sMs: the longest stat/open of every iteration begun up to 1 s after the SIGKILL (includes slowness after the recovery, e.g. a new spare starting)',
+    mirrorfsArgs,
     loadAverageBefore: loadavg().map(round2),
     cpuStallsBefore: await cpuStalls(),
   };
@@ -500,7 +506,7 @@ export async function run(argv: string[] = []): Promise<void> {
       if (only && !only.includes(sc.name)) continue;
       const t = Date.now();
       process.stdout.write(`failover: ${sc.name} (${rounds} rounds)...\n`);
-      const res = await runScenario(sc, rounds, probeBin, values.raw === true, realtime);
+      const res = await runScenario(sc, rounds, probeBin, values.raw === true, realtime, mirrorfsArgs);
       figures[sc.name] = { ...res, seconds: Math.round((Date.now() - t) / 1000) };
       const b = res.blackoutMs as Record<string, number>;
       process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max}; supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);
