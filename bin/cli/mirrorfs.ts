@@ -34,6 +34,10 @@ options:
                      a live owner, instead of failing with EBUSY
   --debug            print every request and reply, one line each (stderr)
   --no-passthrough   serve reads and writes through the daemon
+  --metadata-on-pool look up, stat and open SOURCE's files on libuv's thread pool
+                     instead of the thread that reads /dev/fuse (default): for a
+                     SOURCE where one such call can take long (a network
+                     filesystem) and would hold up every other request meanwhile
   --allow-other      let users other than the mounting one use the mount
   --stats FILE       write the daemon's counters (JSON) to FILE on SIGUSR2 and at exit
   -h, --help         this text
@@ -63,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
       options: {
         debug: { type: 'boolean' },
         'no-passthrough': { type: 'boolean' },
+        'metadata-on-pool': { type: 'boolean' },
         'allow-other': { type: 'boolean' },
         stats: { type: 'string' },
         socket: { type: 'string' },
@@ -107,6 +112,7 @@ export async function main(argv: string[]): Promise<number> {
       mountpoint,
       debug: parsed.values.debug ?? false,
       passthrough: !parsed.values['no-passthrough'],
+      metadataCalls: parsed.values['metadata-on-pool'] ? 'pool' : 'main',
       allowOther: parsed.values['allow-other'] ?? false,
       statsFile: parsed.values.stats,
       log: stderrLogger(),

@@ -1,10 +1,10 @@
 // mirrorfs: mirrors a source directory read-write through FUSE, with kernel passthrough for
 // file data. Metadata goes through this daemon; reads and writes of open files go straight
 // to the source file in the kernel when passthrough is on.
-import { promises as fsp, constants as fsc, closeSync, openSync as openFdSync, statSync, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, fchmod as fchmodCb, fchown as fchownCb, type BigIntStats } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, openSync as openFdSync, statSync, lstatSync, fstatSync, open as openCb, close as closeCb, read as readCb, write as writeCb, fsync as fsyncCb, fdatasync as fdatasyncCb, ftruncate as ftruncateCb, fstat as fstatCb, fchmod as fchmodCb, fchown as fchownCb, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fstatFd, fileHandleOf, openByHandle, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange, setTimes, type TimeSpec } from '../../native/index.ts';
+import { fstatFd, setNonBlocking, fileHandleOf, openByHandle, mknod, rename2, getXattr, setXattr, listXattr, removeXattr, fallocate, lseek, copyFileRange, setTimes, type TimeSpec } from '../../native/index.ts';
 import { FATTR, FOPEN, FUSE_FSYNC_FDATASYNC, FUSE_UNIQUE_RESEND, RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr } from '../../kernel/abi.ts';
 import {
   DirentBuilder,
@@ -111,6 +111,18 @@ export interface MirrorOptions {
    * `previous` (a resumed session) the tables are first restored from it.
    */
   checkpoint?: { sink: CheckpointSink; previous?: MirrorCheckpoint };
+  /**
+   * Where the source's files are looked up, stat'ed and opened (LOOKUP, GETATTR, OPEN,
+   * CREATE and the stats of the other requests): `'main'` (default), on the thread that
+   * reads /dev/fuse, or `'pool'`, on libuv's thread pool. On a local source these calls take
+   * microseconds, and a hop through the pool costs two thread wake-ups each: on the failover
+   * bench's warm scenario, the slowest call of the probe in the 40 ms after the new owner's
+   * first answer went from 3.5-4.0 to 1.9-2.3 ms (median of 100 crashes), and its open() p90
+   * from 0.47-0.60 to 0.44-0.48 ms (docs/systemd.md).
+   * On a source where such a call can wait (a network filesystem), `'pool'` keeps one slow
+   * call from holding up every other request.
+   */
+  metadataCalls?: 'main' | 'pool';
 }
 
 /** What `MirrorFs.create` restored from a previous daemon's checkpoint. */
@@ -163,12 +175,14 @@ export class MirrorFs implements FuseOperations {
   #nextFh = 1n;
   readonly #asRoot = process.getuid?.() === 0;
   #checkpoint: CheckpointWriter | undefined;
+  readonly #metadataOnMain: boolean;
   /** Set when the tables were restored from a previous daemon's checkpoint. */
   restored: RestoreSummary | undefined;
 
   constructor(opts: MirrorOptions, root: BigIntStats) {
     this.source = opts.source;
     this.#backing = opts.backing;
+    this.#metadataOnMain = opts.metadataCalls !== 'pool';
     this.nodes = new NodeTable(root.dev, root.ino);
   }
 
@@ -370,9 +384,46 @@ export class MirrorFs implements FuseOperations {
     return { nodeid: node.nodeid, generation: 0n, entryValid: TTL, attrValid: TTL, attr: attrOf(st) };
   }
 
+  /** lstat(2) of `abs`, where MirrorOptions.metadataCalls says. */
+  async #lstat(abs: string): Promise<BigIntStats> {
+    return this.#metadataOnMain ? lstatSync(abs, { bigint: true }) : fsp.lstat(abs, { bigint: true });
+  }
+
+  /** fstat(2) of `fd`, where MirrorOptions.metadataCalls says. */
+  async #fstat(fd: number): Promise<BigIntStats> {
+    return this.#metadataOnMain ? fstatSync(fd, { bigint: true }) : fstatBig(fd, { bigint: true });
+  }
+
+  /**
+   * open(2) of source file `abs`, where MirrorOptions.metadataCalls says. On the main thread
+   * it is opened with O_NONBLOCK (cleared again unless asked for), so that it never waits
+   * there: an open(2) that would wait for another process's lease to break fails
+   * EWOULDBLOCK instead, and the kernel sends OPEN and CREATE only for regular files, so
+   * what turns out to be anything else was put in the source meanwhile. Both are opened as
+   * asked on the pool instead.
+   */
+  async #openSource(abs: string, flags: number, mode?: number): Promise<number> {
+    if (!this.#metadataOnMain) return openFd(abs, flags, mode);
+    let fd: number;
+    try {
+      fd = openFdSync(abs, flags | fsc.O_NONBLOCK, mode);
+    } catch (err) {
+      // EAGAIN is EWOULDBLOCK on Linux. ENXIO: a FIFO without a reader, opened for writing.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' || code === 'ENXIO') return openFd(abs, flags, mode);
+      throw err;
+    }
+    if ((fstatFd(fd).mode & fsc.S_IFMT) !== fsc.S_IFREG) {
+      closeSync(fd);
+      return openFd(abs, flags, mode);
+    }
+    if (!(flags & fsc.O_NONBLOCK)) setNonBlocking(fd, false);
+    return fd;
+  }
+
   /** Looks `rel` up in the source and counts one kernel lookup of it. */
   async #lookupPath(rel: string): Promise<EntryOut> {
-    const st = await fsp.lstat(this.#abs(rel), { bigint: true });
+    const st = await this.#lstat(this.#abs(rel));
     return this.#entry(this.nodes.remember(rel, st.dev, st.ino), st);
   }
 
@@ -398,16 +449,16 @@ export class MirrorFs implements FuseOperations {
     // fstat(2) of a file unlinked while open comes without a handle: stat it through one.
     const fd = this.#fdOf(req.fh) ?? this.#fdOfRemoved(req.header.nodeid);
     let st: BigIntStats;
-    if (fd !== undefined) st = await fstatBig(fd, { bigint: true });
+    if (fd !== undefined) st = await this.#fstat(fd);
     else {
       try {
-        st = await fsp.lstat(this.#abs(this.#node(req.header.nodeid).path), { bigint: true });
+        st = await this.#lstat(this.#abs(this.#node(req.header.nodeid).path));
       } catch (err) {
         // The name went away without this daemon seeing an UNLINK (a replayed one, answered
         // from the filesystem, or a change in the source): an open handle still leads to it.
         const open = (err as NodeJS.ErrnoException).code === 'ENOENT' ? this.#fdOfNode(req.header.nodeid) : undefined;
         if (open === undefined) throw err;
-        st = await fstatBig(open, { bigint: true });
+        st = await this.#fstat(open);
       }
     }
     return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
@@ -437,7 +488,7 @@ export class MirrorFs implements FuseOperations {
       const mtime = timeSpec((req.valid & FATTR.MTIME) !== 0, (req.valid & FATTR.MTIME_NOW) !== 0, req.mtime, req.mtimensec);
       setTimes(fd ?? abs!, atime, mtime);
     }
-    const st = fd !== undefined ? await fstatBig(fd, { bigint: true }) : await fsp.lstat(abs!, { bigint: true });
+    const st = fd !== undefined ? await this.#fstat(fd) : await this.#lstat(abs!);
     return replyAttr(req.header.unique, { attrValid: TTL, attr: attrOf(st) });
   };
 
@@ -529,7 +580,7 @@ export class MirrorFs implements FuseOperations {
   open = async (req: Req<'open'>): Promise<Buffer> => {
     const node = this.#node(req.header.nodeid);
     const flags = (req.flags & ~OPEN_FLAGS_DROPPED) | fsc.O_NOFOLLOW;
-    const fd = await openFd(this.#abs(node.path), flags);
+    const fd = await this.#openSource(this.#abs(node.path), flags);
     return replyOpen(req.header.unique, await this.#openHandle(fd, flags, node.nodeid, req.header.unique));
   };
 
@@ -537,14 +588,14 @@ export class MirrorFs implements FuseOperations {
     const rel = this.nodes.childPath(this.#node(req.header.nodeid), req.name);
     const abs = this.#abs(rel);
     const flags = (req.flags & ~fsc.O_NOCTTY) | fsc.O_CREAT | fsc.O_NOFOLLOW;
-    const fd = await openFd(abs, flags, req.mode & ~req.umask & 0o7777);
+    const fd = await this.#openSource(abs, flags, req.mode & ~req.umask & 0o7777);
     try {
       await this.#own(abs, req.header.uid, req.header.gid);
     } catch (err) {
       await closeFd(fd);
       throw err;
     }
-    const st = await fstatBig(fd, { bigint: true });
+    const st = await this.#fstat(fd);
     const node = this.nodes.remember(rel, st.dev, st.ino);
     const open = await this.#openHandle(fd, flags, node.nodeid, req.header.unique);
     return replyCreate(req.header.unique, this.#entry(node, st), open);
@@ -585,7 +636,7 @@ export class MirrorFs implements FuseOperations {
 
   opendir = async (req: Req<'opendir'>): Promise<Buffer> => {
     const node = this.#node(req.header.nodeid);
-    const st = await fsp.lstat(this.#abs(node.path));
+    const st = await this.#lstat(this.#abs(node.path));
     if (!st.isDirectory()) throw new FuseError('ENOTDIR');
     const fh = this.#nextFh++;
     const h: DirHandle = { kind: 'dir', nodeid: node.nodeid, unique: req.header.unique & ~FUSE_UNIQUE_RESEND, restored: false, entries: undefined };
@@ -627,7 +678,7 @@ export class MirrorFs implements FuseOperations {
       const rel = this.nodes.childPath(dir, e.name);
       let st: BigIntStats;
       try {
-        st = await fsp.lstat(this.#abs(rel), { bigint: true });
+        st = await this.#lstat(this.#abs(rel));
       } catch {
         continue; // removed since readdir
       }

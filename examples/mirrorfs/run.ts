@@ -30,6 +30,8 @@ export interface MirrorRunOptions {
   mountpoint: string;
   debug: boolean;
   passthrough: boolean;
+  /** Where the source's files are looked up, stat'ed and opened (MirrorOptions.metadataCalls); default `'main'`. */
+  metadataCalls?: 'main' | 'pool';
   allowOther: boolean;
   /** Where to write the daemon's counters (JSON) on SIGUSR2 and at exit. */
   statsFile?: string;
@@ -185,7 +187,7 @@ export async function runMirror(opts: MirrorRunOptions): Promise<number> {
 
 /** Mounts and serves; resolves with the exit status once unmounted. */
 async function runStandalone(opts: MirrorRunOptions): Promise<number> {
-  const mirror = await MirrorFs.create({ source: opts.source, backing: null });
+  const mirror = await MirrorFs.create({ source: opts.source, metadataCalls: opts.metadataCalls, backing: null });
   const fd = openFuseDevice();
   let mounted = false;
   try {
@@ -292,14 +294,14 @@ async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
   for (let i = 0; i < STANDBY_REHEARSALS; i++) {
     recorded.clear();
     whileOpen = undefined;
-    const scratch = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: recorder } });
+    const scratch = await MirrorFs.create({ source: opts.source, metadataCalls: opts.metadataCalls, backing: null, checkpoint: { sink: recorder } });
     try {
       rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name });
     } finally {
       await scratch.closeAll();
     }
     const previous = readCheckpoint(whileOpen ?? recorded);
-    const resumed = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} }, previous } });
+    const resumed = await MirrorFs.create({ source: opts.source, metadataCalls: opts.metadataCalls, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} }, previous } });
     await resumed.closeAll();
   }
   opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid, rehearsal }, 'warm standby: waiting for the session');
@@ -314,7 +316,7 @@ async function serveSession(client: SupervisorClient, session: AcquiredSession &
   const init = resumed && session.init ? decodeSessionInit(session.init) : undefined;
   const previous = resumed ? readCheckpoint(session.checkpoint) : undefined;
   resumeUs.checkpointRead = us();
-  const mirror = await MirrorFs.create({ source: opts.source, backing: null, checkpoint: { sink: session, previous } });
+  const mirror = await MirrorFs.create({ source: opts.source, metadataCalls: opts.metadataCalls, backing: null, checkpoint: { sink: session, previous } });
   resumeUs.restored = us();
   const backingHooks = journalHooks(session);
   opts.log.info(

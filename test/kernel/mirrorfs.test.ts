@@ -373,7 +373,9 @@ describe('mirrorfs with passthrough, through real tools', () => {
   });
 });
 
-describe('mirrorfs without passthrough: data through the daemon', () => {
+// Also the one run of real tools with --metadata-on-pool: lookups, stats and opens of the
+// source on libuv's pool instead of the main thread (test/unit/mirrorfs-metadata.test.ts).
+describe('mirrorfs without passthrough, metadata on the pool: data through the daemon', () => {
   let m: MirrorProcess;
   let work: string;
   let fixture: string;
@@ -383,7 +385,7 @@ describe('mirrorfs without passthrough: data through the daemon', () => {
     fixture = join(work, 'fixture');
     mkdirSync(fixture);
     makeFixtureTree(fixture, { xattrs: have('setfattr') && xattrsWork(work) });
-    m = await startMirror({ passthrough: false });
+    m = await startMirror({ passthrough: false, args: ['--metadata-on-pool'] });
   });
 
   after(async () => {
