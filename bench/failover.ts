@@ -23,7 +23,9 @@
 //              a death is noticed when the daemon's fds close, after its memory is freed
 //
 // Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), its looks
-// at the dying owner's threads (how many, and their time), the time from the kill to the
+// at the dying owner's threads (how many, and their time), the kill -> the owner's first
+// thread exit (the kernel's event time) -> the supervisor's first look -> the start of its
+// recovery, the time from the kill to the
 // supervisor's hand-over log line, for bare the kill -> standby holds the session -> standby
 // serves -> its first request times (the standby's CLOCK_MONOTONIC stamps), for mirrorfs the
 // kill -> it holds the session -> its first answer and the steps between (its own log), and
@@ -158,6 +160,14 @@ interface RoundRecord {
   lookingUs?: number;
   /** Threads of the dying owner the supervisor moved off its CPU. */
   movedOffCpu?: number;
+  /**
+   * Kill -> the owner's first thread exit as the kernel reported it (its event's time), and
+   * that -> the supervisor's first look at its threads, ms (noticed by thread exits only).
+   */
+  killToFirstExitMs?: number;
+  firstExitToLookMs?: number;
+  /** Kill -> the supervisor starts the recovery (its session.recovered startedAt), ms. */
+  killToRecoveryMs?: number;
   /** Real-time priority lent to the new owner's main thread, or why not (session.recovered ownerRealtime). */
   ownerRealtime?: string;
   /** bare: kill -> the standby holds the session (ACQUIRE answered) / serves / is answered ADOPTED, ms. */
@@ -340,6 +350,12 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
       const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined, ownerRealtime: rec.ownerRealtime as string | undefined };
+      if (typeof rec.startedAt === 'string') round.killToRecoveryMs = ms(Number(BigInt(rec.startedAt) - killAt));
+      if (typeof gone?.firstExitAt === 'string') {
+        const exitAt = BigInt(gone.firstExitAt);
+        round.killToFirstExitMs = ms(Number(exitAt - killAt));
+        if (typeof gone.firstLookAt === 'string') round.firstExitToLookMs = ms(Number(BigInt(gone.firstLookAt) - exitAt));
+      }
       if (sc.kind === 'bare') {
         const next = bare.at(-1)!;
         const s = await guard(next.wait((o) => o.event === 'serving', 'the standby to serve'));
@@ -403,6 +419,9 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
       supervisorLooksAtDyingOwner: stats(records.map((x) => x.looks ?? 0)),
       supervisorLookingUs: stats(records.map((x) => x.lookingUs ?? 0)),
+      killToFirstThreadExitMs: stats(records.flatMap((x) => (x.killToFirstExitMs === undefined ? [] : [x.killToFirstExitMs]))),
+      firstThreadExitToSupervisorLookMs: stats(records.flatMap((x) => (x.firstExitToLookMs === undefined ? [] : [x.firstExitToLookMs]))),
+      killToRecoveryStartMs: stats(records.flatMap((x) => (x.killToRecoveryMs === undefined ? [] : [x.killToRecoveryMs]))),
       roundsWithAThreadMovedOffTheSupervisorsCpu: records.filter((x) => (x.movedOffCpu ?? 0) > 0).length,
       newOwnerRealtime: countEach(records.map((x) => x.ownerRealtime ?? 'not logged')),
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),

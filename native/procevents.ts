@@ -35,6 +35,8 @@ export interface ThreadExit {
   pid: number;
   /** The wait status: the signal number for a thread killed by one, `n << 8` for exit(n). */
   exitCode: number;
+  /** When it exited: the event's `timestamp_ns` (ktime_get_ns(), CLOCK_MONOTONIC). */
+  atNs: bigint;
 }
 
 /** Whether this kernel filters process events for a listener (Linux 6.6, `struct proc_input`). */
@@ -102,7 +104,7 @@ export function parseThreadExits(bytes: Buffer): ThreadExit[] {
       bytes.readUInt32LE(cn + 4) === CN_VAL_PROC &&
       bytes.readUInt32LE(ev) === PROC_EVENT_EXIT
     ) {
-      out.push({ tid: bytes.readInt32LE(ev + EVENT_DATA), pid: bytes.readInt32LE(ev + EVENT_DATA + 4), exitCode: bytes.readUInt32LE(ev + EVENT_DATA + 8) });
+      out.push({ tid: bytes.readInt32LE(ev + EVENT_DATA), pid: bytes.readInt32LE(ev + EVENT_DATA + 4), exitCode: bytes.readUInt32LE(ev + EVENT_DATA + 8), atNs: bytes.readBigUInt64LE(ev + 8) });
     }
     at += (len + 3) & ~3;
   }

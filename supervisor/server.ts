@@ -329,7 +329,9 @@ export class Supervisor {
       const o = s.owner;
       if (!o || o.exited || o.connection === null) continue;
       const exit = exits.find((e) => e.pid === o.pid);
-      if (exit) this.#ownerDying(s, o, exit.exitCode);
+      if (!exit) continue;
+      o.dyingSince ??= { exitNs: exit.atNs };
+      this.#ownerDying(s, o, exit.exitCode);
     }
   }
 
@@ -397,6 +399,7 @@ export class Supervisor {
   /** One look at a dying owner's threads: idles the exiting ones (#idledThreads), and times and counts the look. */
   #lookAtThreads(owner: Owner): ThreadScan {
     const lookedAt = process.hrtime.bigint();
+    if (owner.dyingSince) owner.dyingSince.lookNs ??= lookedAt;
     const scan = scanThreads(owner.pid);
     this.#idle(owner, yieldExitingThreads(scan.exiting));
     const moved = scan.runnable.length > 0 ? this.#moveOffThisCpu(owner, scan.runnable) : 0;
@@ -872,6 +875,9 @@ export class Supervisor {
       // A waiting standby gets ACQUIRED in this turn (#serveStandby); the lines wait for it.
       holdLogsThisTurn(this.#log);
       const looks = s.owner.looks ? { looks: s.owner.looks.count, lookingUs: Math.round(s.owner.looks.ns / 1000), movedOffCpu: s.owner.looks.moved } : {};
+      // CLOCK_MONOTONIC ns, to line the death up with other processes' clocks.
+      const dying = s.owner.dyingSince;
+      if (dying) Object.assign(looks, { firstExitAt: String(dying.exitNs), ...(dying.lookNs === undefined ? {} : { firstLookAt: String(dying.lookNs) }) });
       this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason, ...looks }, `owner of ${s.name} disconnected: ${reason}`);
       this.#gauges();
       this.#serveStandby(s);
@@ -1453,6 +1459,8 @@ export class Supervisor {
       this.#log.info(
         {
           event: 'session.recovered', session: s.name, generation: s.generation, owner: conn.peer.pid, durationUs: Math.round(durationUs), fenced, drained, cleanup, resent, journal: s.journal.size, checkpointKeys: s.checkpoint.size, sentAs, journalPrepared: preparedJournal >= 0, stepsUs,
+          // CLOCK_MONOTONIC ns, to line the recovery up with other processes' clocks.
+          startedAt: String(started),
           ownerRealtime: typeof loan === 'string' ? `not lent: ${loan}` : `SCHED_FIFO ${this.config.realtimePriority} for ${this.config.takeoverRealtimeMs} ms`,
         },
         `${s.name} handed to ${conn.peer.pid} as generation ${s.generation} in ${Math.round(durationUs)} µs`,

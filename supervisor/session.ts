@@ -41,6 +41,11 @@ export interface Owner {
    * ns, and how many threads they moved off the supervisor's CPU (moveOffCpu).
    */
   looks?: { count: number; ns: number; moved: number };
+  /**
+   * CLOCK_MONOTONIC ns: when its first thread exit was reported with a non-zero code (the
+   * kernel's timestamp of the event), and when the supervisor first looked at its threads.
+   */
+  dyingSince?: { exitNs: bigint; lookNs?: bigint };
 }
 
 export type SessionState = 'owned' | 'orphaned' | 'draining';

@@ -44,6 +44,7 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
   assert.equal(threadsFenced(pid), false);
   // As the supervisor does: look at each batch of exit events, and every millisecond after
   // the first, until every thread is exiting or parked.
+  let killedAt = 0n;
   const seen = await new Promise<{ exit: ThreadExit; fds: number; threads: number; scan: ThreadScan; yielded: number; policies: number[] }>((resolve, reject) => {
     let first: ThreadExit | undefined;
     const deadline = Date.now() + 5000;
@@ -69,9 +70,11 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
       check();
     });
     timer = setInterval(check, 1);
+    killedAt = process.hrtime.bigint();
     child.kill('SIGKILL');
   });
   assert.equal(seen.exit.exitCode, 9, 'a thread killed by SIGKILL exits with code 9');
+  assert.ok(seen.exit.atNs > killedAt && seen.exit.atNs < process.hrtime.bigint(), `the event's timestamp (${seen.exit.atNs}) is on this process's CLOCK_MONOTONIC, after the kill (${killedAt})`);
   assert.ok(seen.fds > 0, 'its fds are still open once every thread is exiting or parked: they close after the memory is freed');
   assert.ok(seen.scan.exiting.length + seen.scan.parked.length <= seen.threads, `${JSON.stringify(seen.scan)} of ${seen.threads} threads`);
   assert.equal(seen.yielded, seen.scan.exiting.length, 'each exiting thread can be moved to SCHED_IDLE');

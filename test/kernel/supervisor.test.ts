@@ -358,6 +358,9 @@ test('a killed owner is orphaned when its threads exit, before its fds close: th
   assert.equal(s.generation, 2);
   const gone = await sup.waitEvent('owner.disconnected', (e) => e.session === 'exiting' && e.owner === r1.pid);
   assert.equal(gone.reason, 'its process is exiting (signal 9)');
+  // CLOCK_MONOTONIC ns: the kernel's time of the first thread exit, then the first look.
+  const [exitAt, lookAt] = [BigInt(gone.firstExitAt as string), BigInt(gone.firstLookAt as string)];
+  assert.ok(exitAt <= lookAt && lookAt < process.hrtime.bigint(), JSON.stringify(gone));
   const recovered = await sup.waitEvent('session.recovered', (e) => e.session === 'exiting');
   assert.equal(recovered.fenced, false, 'an owner already exiting is not killed again');
   assert.deepEqual(await first.exit, { code: null, signal: 'SIGKILL' });

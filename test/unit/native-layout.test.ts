@@ -114,7 +114,7 @@ test('unix socket addresses: path with trailing NUL, abstract with leading NUL, 
 test('process events: thread exits are read out of netlink messages, other events and torn messages are skipped', () => {
   // nlmsghdr (16) + cn_msg (20: idx, val, seq, ack, len, flags) + struct proc_event (what,
   // cpu, timestamp_ns, then exit: pid, tgid, exit_code, exit_signal, parent_pid, parent_tgid).
-  const message = (what: number, tid: number, pid: number, code: number, idx = 1): Buffer => {
+  const message = (what: number, tid: number, pid: number, code: number, idx = 1, atNs = 0n): Buffer => {
     const b = Buffer.alloc(16 + 20 + 16 + 24);
     b.writeUInt32LE(b.length, 0);
     b.writeUInt16LE(3, 4);
@@ -122,6 +122,7 @@ test('process events: thread exits are read out of netlink messages, other event
     b.writeUInt32LE(1, 20);
     b.writeUInt16LE(40, 32);
     b.writeUInt32LE(what, 36);
+    b.writeBigUInt64LE(atNs, 44);
     b.writeInt32LE(tid, 52);
     b.writeInt32LE(pid, 56);
     b.writeUInt32LE(code, 60);
@@ -129,12 +130,12 @@ test('process events: thread exits are read out of netlink messages, other event
   };
   const EXIT = 0x80000000;
   const FORK = 0x1;
-  const bytes = Buffer.concat([message(EXIT, 101, 100, 9), message(FORK, 7, 7, 0), message(EXIT, 5, 5, 1, 2), message(EXIT, 100, 100, 256)]);
+  const bytes = Buffer.concat([message(EXIT, 101, 100, 9, 1, 14501846455162n), message(FORK, 7, 7, 0), message(EXIT, 5, 5, 1, 2), message(EXIT, 100, 100, 256, 1, 14501848000000n)]);
   assert.deepEqual(parseThreadExits(bytes), [
-    { tid: 101, pid: 100, exitCode: 9 },
-    { tid: 100, pid: 100, exitCode: 256 },
+    { tid: 101, pid: 100, exitCode: 9, atNs: 14501846455162n },
+    { tid: 100, pid: 100, exitCode: 256, atNs: 14501848000000n },
   ]);
-  assert.deepEqual(parseThreadExits(bytes.subarray(0, bytes.length - 1)), [{ tid: 101, pid: 100, exitCode: 9 }], 'a torn last message is dropped');
+  assert.deepEqual(parseThreadExits(bytes.subarray(0, bytes.length - 1)), [{ tid: 101, pid: 100, exitCode: 9, atNs: 14501846455162n }], 'a torn last message is dropped');
   assert.deepEqual(parseThreadExits(Buffer.alloc(0)), []);
   const bogus = Buffer.alloc(32);
   bogus.writeUInt32LE(4, 0);
