@@ -457,7 +457,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
 }
 
 const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw] [--realtime-priority N]
-       [--takeover-realtime-ms N] [--metadata-on-pool]
+       [--takeover-realtime-ms N] [--metadata-on-main]
 
   --rounds N     crashes per scenario (default 100, or $FAILOVER_ROUNDS)
   --only LIST    run these scenarios only: ${SCENARIOS.map((s) => s.name).join(', ')}
@@ -472,10 +472,10 @@ const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--
                  the supervisor's takeoverRealtimeMs: how long the new owner's main
                  thread keeps the real-time priority lent at its take-over (default: the
                  supervisor's default, 30; 0 lends none)
-  --metadata-on-pool
-                 start fusekeeper-mirrorfs with --metadata-on-pool: it looks up, stats
-                 and opens the source's files on libuv's thread pool instead of its
-                 main thread (the cold and warm scenarios)
+  --metadata-on-main
+                 start fusekeeper-mirrorfs with --metadata-on-main: it looks up, stats
+                 and opens the source's files on its main thread instead of libuv's
+                 thread pool (the cold and warm scenarios)
 
 Root, after \`npm run prepare\`. Writes bench/results/failover[-<scenarios>].json (the
 directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
@@ -483,7 +483,7 @@ directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
 export async function run(argv: string[] = []): Promise<void> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, 'metadata-on-pool': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, 'metadata-on-main': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     throw new UsageError(`failover: ${(err as Error).message}\n${USAGE}`);
   }
@@ -498,7 +498,7 @@ export async function run(argv: string[] = []): Promise<void> {
   const lendMs = values['takeover-realtime-ms'];
   if (lendMs !== undefined && !/^(0|[1-9][0-9]{0,3}|10000)$/.test(lendMs)) throw new UsageError(`failover: --takeover-realtime-ms must be an integer in 0..10000, not ${lendMs}`);
   const realtime = { ...(priority === undefined ? {} : { realtimePriority: Number(priority) }), ...(lendMs === undefined ? {} : { takeoverRealtimeMs: Number(lendMs) }) };
-  const mirrorfsArgs = values['metadata-on-pool'] ? ['--metadata-on-pool'] : [];
+  const mirrorfsArgs = values['metadata-on-main'] ? ['--metadata-on-main'] : [];
   const only = values.only?.split(',');
   const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
   if (unknown.length > 0) throw new UsageError(`failover: no scenario ${unknown.join(', ')}\n${USAGE}`);

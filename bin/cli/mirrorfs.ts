@@ -34,10 +34,11 @@ options:
                      a live owner, instead of failing with EBUSY
   --debug            print every request and reply, one line each (stderr)
   --no-passthrough   serve reads and writes through the daemon
-  --metadata-on-pool look up, stat and open SOURCE's files on libuv's thread pool
-                     instead of the thread that reads /dev/fuse (default): for a
-                     SOURCE where one such call can take long (a network
-                     filesystem) and would hold up every other request meanwhile
+  --metadata-on-main look up, stat and open SOURCE's files on the thread that
+                     reads /dev/fuse instead of libuv's thread pool: each such
+                     request is answered sooner, but they no longer run side by
+                     side (slower under concurrent load; a slow SOURCE, such as a
+                     network filesystem, holds up every other request)
   --allow-other      let users other than the mounting one use the mount
   --stats FILE       write the daemon's counters (JSON) to FILE on SIGUSR2 and at exit
   -h, --help         this text
@@ -67,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
       options: {
         debug: { type: 'boolean' },
         'no-passthrough': { type: 'boolean' },
-        'metadata-on-pool': { type: 'boolean' },
+        'metadata-on-main': { type: 'boolean' },
         'allow-other': { type: 'boolean' },
         stats: { type: 'string' },
         socket: { type: 'string' },
@@ -112,7 +113,7 @@ export async function main(argv: string[]): Promise<number> {
       mountpoint,
       debug: parsed.values.debug ?? false,
       passthrough: !parsed.values['no-passthrough'],
-      metadataCalls: parsed.values['metadata-on-pool'] ? 'pool' : 'main',
+      metadataCalls: parsed.values['metadata-on-main'] ? 'main' : 'pool',
       allowOther: parsed.values['allow-other'] ?? false,
       statsFile: parsed.values.stats,
       log: stderrLogger(),

@@ -113,14 +113,15 @@ export interface MirrorOptions {
   checkpoint?: { sink: CheckpointSink; previous?: MirrorCheckpoint };
   /**
    * Where the source's files are looked up, stat'ed and opened (LOOKUP, GETATTR, OPEN,
-   * CREATE and the stats of the other requests): `'main'` (default), on the thread that
-   * reads /dev/fuse, or `'pool'`, on libuv's thread pool. On a local source these calls take
+   * CREATE and the stats of the other requests): `'pool'` (default), on libuv's thread pool,
+   * or `'main'`, on the thread that reads /dev/fuse. On a local source these calls take
    * microseconds, and a hop through the pool costs two thread wake-ups each: on the failover
-   * bench's warm scenario, the slowest call of the probe in the 40 ms after the new owner's
-   * first answer went from 3.5-4.0 to 1.9-2.3 ms (median of 100 crashes), and its open() p90
-   * from 0.47-0.60 to 0.44-0.48 ms (docs/systemd.md).
-   * On a source where such a call can wait (a network filesystem), `'pool'` keeps one slow
-   * call from holding up every other request.
+   * bench's warm scenario `'main'` took the slowest call of the probe in the 40 ms after the
+   * new owner's first answer from 3.5-4.0 to 1.9-2.3 ms (median of 100 crashes). But the
+   * calls no longer run side by side: in the crash-loop harness's concurrent workloads fio
+   * completed 15% fewer runs, and the supervisor's RSS grew by 35-40 MiB meanwhile (not
+   * understood yet; docs/systemd.md). A source where such a call can wait (a network
+   * filesystem) would hold up every other request with `'main'`.
    */
   metadataCalls?: 'main' | 'pool';
 }
@@ -182,7 +183,7 @@ export class MirrorFs implements FuseOperations {
   constructor(opts: MirrorOptions, root: BigIntStats) {
     this.source = opts.source;
     this.#backing = opts.backing;
-    this.#metadataOnMain = opts.metadataCalls !== 'pool';
+    this.#metadataOnMain = opts.metadataCalls === 'main';
     this.nodes = new NodeTable(root.dev, root.ino);
   }
 

@@ -30,7 +30,7 @@ export interface MirrorRunOptions {
   mountpoint: string;
   debug: boolean;
   passthrough: boolean;
-  /** Where the source's files are looked up, stat'ed and opened (MirrorOptions.metadataCalls); default `'main'`. */
+  /** Where the source's files are looked up, stat'ed and opened (MirrorOptions.metadataCalls); default `'pool'`. */
   metadataCalls?: 'main' | 'pool';
   allowOther: boolean;
   /** Where to write the daemon's counters (JSON) on SIGUSR2 and at exit. */

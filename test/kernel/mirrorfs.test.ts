@@ -373,9 +373,9 @@ describe('mirrorfs with passthrough, through real tools', () => {
   });
 });
 
-// Also the one run of real tools with --metadata-on-pool: lookups, stats and opens of the
-// source on libuv's pool instead of the main thread (test/unit/mirrorfs-metadata.test.ts).
-describe('mirrorfs without passthrough, metadata on the pool: data through the daemon', () => {
+// Also the one run of real tools with --metadata-on-main: lookups, stats and opens of the
+// source on the main thread instead of libuv's pool (test/unit/mirrorfs-metadata.test.ts).
+describe('mirrorfs without passthrough, metadata on the main thread: data through the daemon', () => {
   let m: MirrorProcess;
   let work: string;
   let fixture: string;
@@ -385,7 +385,7 @@ describe('mirrorfs without passthrough, metadata on the pool: data through the d
     fixture = join(work, 'fixture');
     mkdirSync(fixture);
     makeFixtureTree(fixture, { xattrs: have('setfattr') && xattrsWork(work) });
-    m = await startMirror({ passthrough: false, args: ['--metadata-on-pool'] });
+    m = await startMirror({ passthrough: false, args: ['--metadata-on-main'] });
   });
 
   after(async () => {

@@ -17,7 +17,7 @@ test('--help describes standalone and supervised mode', () => {
   assert.match(r.stdout, /--name NAME/);
   assert.match(r.stdout, /WITHOUT unmounting/);
   assert.match(r.stdout, /fusekeeper release NAME/);
-  assert.match(r.stdout, /--metadata-on-pool/);
+  assert.match(r.stdout, /--metadata-on-main/);
 });
 
 test('--name needs --socket, and must be a valid session name', () => {
