@@ -25,11 +25,10 @@
 // Also per scenario: the supervisor's own recovery time (lastRecovery.durationUs), its looks
 // at the dying owner's threads (how many, and their time), the kill -> the owner's first
 // thread exit (the kernel's event time) -> the supervisor's first look -> the start of its
-// recovery, the time from the kill to the
-// supervisor's hand-over log line, for bare the kill -> standby holds the session -> standby
-// serves -> its first request times (the standby's CLOCK_MONOTONIC stamps), for mirrorfs the
-// kill -> it holds the session -> its first answer and the steps between (its own log), and
-// the supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
+// recovery, the time from the kill to the supervisor's hand-over log line, for bare the
+// kill -> standby holds the session -> standby serves -> its first request times (the
+// standby's CLOCK_MONOTONIC stamps), for mirrorfs the kill -> it holds the session -> its
+// first answer and the steps between (its own log), and the supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -99,6 +98,8 @@ const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
 
 const round2 = (x: number): number => Math.round(x * 100) / 100;
 const stats = (xs: number[]): Record<string, number> => summarizeRounded(xs);
+/** The values that were measured (a death noticed otherwise than by thread exits has no first-exit time). */
+const known = (xs: (number | undefined)[]): number[] => xs.filter((x): x is number => x !== undefined);
 const ms = (ns: number | bigint): number => Number(ns) / 1e6;
 
 function rssOf(pid: number): { rssMiB: number; peakMiB: number } {
@@ -419,9 +420,9 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       supervisorRecoveryUs: stats(records.map((x) => x.supervisorUs)),
       supervisorLooksAtDyingOwner: stats(records.map((x) => x.looks ?? 0)),
       supervisorLookingUs: stats(records.map((x) => x.lookingUs ?? 0)),
-      killToFirstThreadExitMs: stats(records.flatMap((x) => (x.killToFirstExitMs === undefined ? [] : [x.killToFirstExitMs]))),
-      firstThreadExitToSupervisorLookMs: stats(records.flatMap((x) => (x.firstExitToLookMs === undefined ? [] : [x.firstExitToLookMs]))),
-      killToRecoveryStartMs: stats(records.flatMap((x) => (x.killToRecoveryMs === undefined ? [] : [x.killToRecoveryMs]))),
+      killToFirstThreadExitMs: stats(known(records.map((x) => x.killToFirstExitMs))),
+      firstThreadExitToSupervisorLookMs: stats(known(records.map((x) => x.firstExitToLookMs))),
+      killToRecoveryStartMs: stats(known(records.map((x) => x.killToRecoveryMs))),
       roundsWithAThreadMovedOffTheSupervisorsCpu: records.filter((x) => (x.movedOffCpu ?? 0) > 0).length,
       newOwnerRealtime: countEach(records.map((x) => x.ownerRealtime ?? 'not logged')),
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),

@@ -414,12 +414,17 @@ export class MirrorFs implements FuseOperations {
       if (code === 'EAGAIN' || code === 'ENXIO') return openFd(abs, flags, mode);
       throw err;
     }
-    if ((fstatFd(fd).mode & fsc.S_IFMT) !== fsc.S_IFREG) {
+    let regular: boolean;
+    try {
+      regular = (fstatFd(fd).mode & fsc.S_IFMT) === fsc.S_IFREG;
+      if (regular && !(flags & fsc.O_NONBLOCK)) setNonBlocking(fd, false);
+    } catch (err) {
       closeSync(fd);
-      return openFd(abs, flags, mode);
+      throw err;
     }
-    if (!(flags & fsc.O_NONBLOCK)) setNonBlocking(fd, false);
-    return fd;
+    if (regular) return fd;
+    closeSync(fd);
+    return openFd(abs, flags, mode);
   }
 
   /** Looks `rel` up in the source and counts one kernel lookup of it. */
