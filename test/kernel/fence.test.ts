@@ -77,7 +77,8 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
     child.kill('SIGKILL');
   });
   assert.equal(seen.exit.exitCode, 9, 'a thread killed by SIGKILL exits with code 9');
-  assert.ok(seen.exit.atNs > killedAt && seen.exit.atNs < process.hrtime.bigint(), `the event's timestamp (${seen.exit.atNs}) is on this process's CLOCK_MONOTONIC, after the kill (${killedAt})`);
+  // Not before the kill: equal is possible where the clock ticks coarsely (the VM guests').
+  assert.ok(seen.exit.atNs >= killedAt && seen.exit.atNs <= process.hrtime.bigint(), `the event's timestamp (${seen.exit.atNs}) is on this process's CLOCK_MONOTONIC, not before the kill (${killedAt})`);
   assert.ok(seen.fds > 0, 'its fds are still open once every thread is exiting or parked: they close after the memory is freed');
   assert.ok(seen.scan.exiting.length + seen.scan.parked.length <= seen.threads, `${JSON.stringify(seen.scan)} of ${seen.threads} threads`);
   assert.equal(seen.yielded, seen.scan.exiting.length, 'each exiting thread can be moved to SCHED_IDLE');
