@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FUSE_UNIQUE_RESEND, Opcode } from '../../kernel/abi.ts';
 import { MAX_CHECKPOINT_VALUE } from '../../protocol/limits.ts';
-import { parseRequest, type FuseRequest } from '../../client/fuse/codec.ts';
+import type { FuseRequest } from '../../client/fuse/codec.ts';
 import { NodeTable, type NodeRecord } from '../../examples/mirrorfs/nodes.ts';
 import {
   CheckpointWriter,
@@ -23,7 +23,7 @@ import {
   type HandleRecord,
 } from '../../examples/mirrorfs/checkpoint.ts';
 import { MirrorFs, SourceMismatchError } from '../../examples/mirrorfs/mirrorfs.ts';
-import { createIn, cstr, mkdirIn, openIn, releaseIn, request, rwIn, u64In } from './fixtures/fuse-builder.ts';
+import { fhOf, mirrorRequest, nodeidOf, runOp } from './fixtures/mirror-requests.ts';
 
 const DEV = 42n;
 
@@ -153,27 +153,11 @@ describe('MirrorFs restored from a checkpoint', () => {
   let dir: string;
   let source: string;
   const R = FUSE_UNIQUE_RESEND;
-  const parse = (buf: Buffer): FuseRequest => {
-    const r = parseRequest(buf);
-    if (!r.ok) throw r.error;
-    return r.request;
-  };
-  const req = {
-    lookup: (u: bigint, parent: bigint, name: string) => parse(request(Opcode.LOOKUP, u, parent, [cstr(name)])),
-    open: (u: bigint, nodeid: bigint, flags: number) => parse(request(Opcode.OPEN, u, nodeid, [openIn(flags, 0)])),
-    opendir: (u: bigint, nodeid: bigint) => parse(request(Opcode.OPENDIR, u, nodeid, [openIn(fsc.O_RDONLY, 0)])),
-    create: (u: bigint, parent: bigint, name: string, flags: number) => parse(request(Opcode.CREATE, u, parent, [createIn(flags, 0o644, 0o022, 0), cstr(name)])),
-    mkdir: (u: bigint, parent: bigint, name: string) => parse(request(Opcode.MKDIR, u, parent, [mkdirIn(0o755, 0o022), cstr(name)])),
-    read: (u: bigint, fh: bigint, size: number) => parse(request(Opcode.READ, u, 0n, [rwIn(fh, 0n, size, 0, 0n, 0)])),
-    readdir: (u: bigint, fh: bigint, offset: bigint) => parse(request(Opcode.READDIR, u, 0n, [rwIn(fh, offset, 4096, 0, 0n, 0)])),
-    release: (u: bigint, op: number, fh: bigint) => parse(request(op, u, 0n, [releaseIn(fh, 0, 0, 0n)])),
-    forget: (u: bigint, nodeid: bigint, n: bigint) => parse(request(Opcode.FORGET, u, nodeid, [u64In(n)])),
-  };
-  type Op = (r: FuseRequest) => Promise<Buffer | void> | Buffer | void;
+  const req = mirrorRequest;
+  /** The operation's reply, or an error reply with the errno it threw (EIO without one). */
   const call = async (fs: MirrorFs, r: FuseRequest): Promise<Buffer> => {
-    const op = (fs as unknown as Record<string, Op>)[r.op]!;
     try {
-      return (await op.call(fs, r)) as Buffer;
+      return await runOp(fs, r);
     } catch (err) {
       const e = err as { errno?: number };
       const b = Buffer.alloc(16);
@@ -182,8 +166,6 @@ describe('MirrorFs restored from a checkpoint', () => {
     }
   };
   const errnoOf = (reply: Buffer): number => Math.abs(reply.readInt32LE(4));
-  const nodeidOf = (reply: Buffer): bigint => reply.readBigUInt64LE(16);
-  const fhOf = (reply: Buffer, offset = 16): bigint => reply.readBigUInt64LE(offset);
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'fusekeeper-cp-'));

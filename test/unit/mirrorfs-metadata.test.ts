@@ -10,25 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Opcode } from '../../kernel/abi.ts';
-import { parseRequest, type FuseRequest } from '../../client/fuse/codec.ts';
 import { MirrorFs } from '../../examples/mirrorfs/mirrorfs.ts';
-import { cstr, getattrIn, openIn, releaseIn, request } from './fixtures/fuse-builder.ts';
+import { fhOf, mirrorRequest, nodeidOf, runOp } from './fixtures/mirror-requests.ts';
 
-const parse = (buf: Buffer): FuseRequest => {
-  const r = parseRequest(buf);
-  if (!r.ok) throw r.error;
-  return r.request;
-};
-const req = {
-  lookup: (u: bigint, parent: bigint, name: string) => parse(request(Opcode.LOOKUP, u, parent, [cstr(name)])),
-  getattr: (u: bigint, nodeid: bigint) => parse(request(Opcode.GETATTR, u, nodeid, [getattrIn(0, 0n)])),
-  open: (u: bigint, nodeid: bigint, flags: number) => parse(request(Opcode.OPEN, u, nodeid, [openIn(flags, 0)])),
-  release: (u: bigint, fh: bigint) => parse(request(Opcode.RELEASE, u, 0n, [releaseIn(fh, 0, 0, 0n)])),
-};
-type Op = (r: FuseRequest) => Promise<Buffer | void> | Buffer | void;
-const call = async (fs: MirrorFs, r: FuseRequest): Promise<Buffer> => (await (fs as unknown as Record<string, Op>)[r.op]!.call(fs, r)) as Buffer;
-const nodeidOf = (reply: Buffer): bigint => reply.readBigUInt64LE(16);
-const fhOf = (reply: Buffer): bigint => reply.readBigUInt64LE(16);
 /** struct fuse_entry_out's attr starts at 16 + 40; struct fuse_attr_out's at 16 + 16. Both begin with ino, size. */
 const inoSizeOf = (reply: Buffer, attrAt: number): [bigint, bigint] => [reply.readBigUInt64LE(attrAt), reply.readBigUInt64LE(attrAt + 8)];
 
@@ -67,18 +51,18 @@ describe('mirrorfs metadata calls', () => {
     test(`${metadataCalls}: LOOKUP, GETATTR and OPEN answer from the source; the opened fd has O_NONBLOCK only when asked`, async () => {
       const fs = await MirrorFs.create({ source, backing: null, metadataCalls });
       try {
-        const entry = await call(fs, req.lookup(2n, 1n, 'file.txt'));
+        const entry = await runOp(fs, mirrorRequest.lookup(2n, 1n, 'file.txt'));
         const nodeid = nodeidOf(entry);
         const [ino, size] = inoSizeOf(entry, 16 + 40);
         assert.equal(size, 12n);
-        assert.deepEqual(inoSizeOf(await call(fs, req.getattr(3n, nodeid)), 16 + 16), [ino, 12n]);
+        assert.deepEqual(inoSizeOf(await runOp(fs, mirrorRequest.getattr(3n, nodeid)), 16 + 16), [ino, 12n]);
         const path = join(source, 'file.txt');
-        const blocking = fhOf(await call(fs, req.open(4n, nodeid, fsc.O_RDONLY)));
+        const blocking = fhOf(await runOp(fs, mirrorRequest.open(4n, nodeid, fsc.O_RDONLY)));
         assert.deepEqual(openFlagsOf(path).map((f) => f & fsc.O_NONBLOCK), [0]);
-        const nonBlocking = fhOf(await call(fs, req.open(5n, nodeid, fsc.O_RDONLY | fsc.O_NONBLOCK)));
+        const nonBlocking = fhOf(await runOp(fs, mirrorRequest.open(5n, nodeid, fsc.O_RDONLY | fsc.O_NONBLOCK)));
         assert.deepEqual(nonBlockBits(path), [0, fsc.O_NONBLOCK]);
-        await call(fs, req.release(6n, blocking));
-        await call(fs, req.release(7n, nonBlocking));
+        await runOp(fs, mirrorRequest.release(6n, Opcode.RELEASE, blocking));
+        await runOp(fs, mirrorRequest.release(7n, Opcode.RELEASE, nonBlocking));
         assert.deepEqual(openFlagsOf(path), []);
       } finally {
         await fs.closeAll();
@@ -96,11 +80,11 @@ describe('mirrorfs metadata calls', () => {
         [fsc.O_WRONLY, fsc.O_RDONLY],
       ] as const) {
         writeFileSync(fifo, 'a regular file first');
-        const nodeid = nodeidOf(await call(fs, req.lookup(10n, 1n, 'fifo')));
+        const nodeid = nodeidOf(await runOp(fs, mirrorRequest.lookup(10n, 1n, 'fifo')));
         unlinkSync(fifo);
         assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
         let answered = false;
-        const open = call(fs, req.open(11n, nodeid, flags)).then((reply) => {
+        const open = runOp(fs, mirrorRequest.open(11n, nodeid, flags)).then((reply) => {
           answered = true;
           return reply;
         });
@@ -111,7 +95,7 @@ describe('mirrorfs metadata calls', () => {
         try {
           const fh = fhOf(await open);
           assert.deepEqual(nonBlockBits(fifo), [0, fsc.O_NONBLOCK], 'mirrorfs\'s fd blocks; the peer\'s does not');
-          await call(fs, req.release(12n, fh));
+          await runOp(fs, mirrorRequest.release(12n, Opcode.RELEASE, fh));
         } finally {
           closeSync(peerFd);
         }
