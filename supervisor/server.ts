@@ -877,8 +877,8 @@ export class Supervisor {
       const looks = s.owner.looks ? { looks: s.owner.looks.count, lookingUs: Math.round(s.owner.looks.ns / 1000), movedOffCpu: s.owner.looks.moved } : {};
       // CLOCK_MONOTONIC ns, to line the death up with other processes' clocks.
       const dying = s.owner.dyingSince;
-      if (dying) Object.assign(looks, { firstExitAt: String(dying.exitNs), ...(dying.lookNs === undefined ? {} : { firstLookAt: String(dying.lookNs) }) });
-      this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason, ...looks }, `owner of ${s.name} disconnected: ${reason}`);
+      const since = dying ? { firstExitAt: String(dying.exitNs), ...(dying.lookNs === undefined ? {} : { firstLookAt: String(dying.lookNs) }) } : {};
+      this.#log.info({ event: 'owner.disconnected', session: s.name, owner: s.owner.pid, reason, ...looks, ...since }, `owner of ${s.name} disconnected: ${reason}`);
       this.#gauges();
       this.#serveStandby(s);
     } else {
