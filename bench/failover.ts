@@ -28,7 +28,10 @@
 // recovery, the time from the kill to the supervisor's hand-over log line, for bare the
 // kill -> standby holds the session -> standby serves -> its first request times (the
 // standby's CLOCK_MONOTONIC stamps), for mirrorfs the kill -> it holds the session -> its
-// first answer and the steps between (its own log), and the supervisor's RSS. Writes bench/results/failover.json. Root, /dev/fuse, cc, `npm run prepare`.
+// first answer and the steps between (its own log), its save of the session state after
+// each hand-over, and the supervisor's RSS. The supervisor saves session state in a tmpfs, as
+// under the systemd unit (`--state disk|none` otherwise). Writes bench/results/failover.json.
+// Root, /dev/fuse, cc, `npm run prepare`.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,7 +43,7 @@ import { pidfdOpen, watchFd, closeFd } from '../native/index.ts';
 import type { SessionStatus } from '../supervisor/session.ts';
 import { startSupervisor, waitUntil, mountSpec, tempDir, hermeticEnv, grantRealtimeRuntime, ROOT, type SupervisorProcess } from '../test/kernel/helpers/supervisor.ts';
 import { buildProbe, makeProbeFiles, startProbe, blackouts, blackoutsToResume, type ProbeRecord } from './probe.ts';
-import { cpuStalls, summarizeRounded, writeResult } from './lib.ts';
+import { cpuStalls, cpuTicks, summarizeRounded, writeResult } from './lib.ts';
 import { EAGER_COMPILE_FLAGS } from '../bin/warm-code.js';
 
 const MIRRORFS = join(ROOT, 'bin/fusekeeper-mirrorfs.js');
@@ -154,6 +157,10 @@ interface RoundRecord {
   supervisorUs: number;
   /** The supervisor's own account of its recovery, per step (its session.recovered stepsUs). */
   stepsUs: Record<string, number>;
+  /** Its save of the session's state after the hand-over (session.recovered savedUs), µs. */
+  savedUs: number | undefined;
+  /** The host's steal time (cpuTicks) from the kill to 50 ms after it, in 10 ms ticks. */
+  stealTicksIn50Ms?: number;
   /** The generation the new owner took. */
   generation: number;
   /** The supervisor's looks at the dying owner's threads: how many, and their time in µs. */
@@ -232,7 +239,11 @@ async function sessionStatus(admin: SupervisorClient): Promise<SessionStatus | u
   return ((await admin.status()) as { sessions: SessionStatus[] }).sessions.find((s) => s.name === SESSION);
 }
 
-async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number; takeoverRealtimeMs?: number }, mirrorfsArgs: string[]): Promise<Record<string, unknown>> {
+/** Where the supervisor saves session state (--state). */
+type StatePlace = 'tmpfs' | 'disk' | 'none';
+const STATE_PLACES: readonly StatePlace[] = ['tmpfs', 'disk', 'none'];
+
+async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: boolean, realtime: { realtimePriority?: number; takeoverRealtimeMs?: number }, mirrorfsArgs: string[], statePlace: StatePlace): Promise<Record<string, unknown>> {
   const dir = tempDir('fusekeeper-failover-');
   const mountpoint = join(dir, 'mnt');
   mkdirSync(mountpoint);
@@ -241,18 +252,27 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
   let admin: SupervisorClient | undefined;
   let probe: ReturnType<typeof startProbe> | undefined;
   let tmpfs: string | undefined;
+  let stateTmpfs: string | undefined;
   try {
+    const stateDir = join(dir, 'state');
+    if (statePlace !== 'none') mkdirSync(stateDir);
+    if (statePlace === 'tmpfs') {
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'fusekeeper-failover-state', stateDir]).status !== 0) throw new Error('mount tmpfs for the state failed');
+      stateTmpfs = stateDir;
+    }
+    const stateEnv = statePlace === 'none' ? {} : { env: { FUSEKEEPER_STATE_DIR: stateDir } };
     const bareCmd = bareCommand();
     const spec = mountSpec(mountpoint, { fsName: 'failover', subtype: 'failover' });
     let probeDir: string;
     if (sc.kind === 'bare') {
-      sup = await startSupervisor({ dir, config: { exitEvents: sc.exitEvents ?? true, ...realtime } });
+      sup = await startSupervisor({ dir, ...stateEnv, config: { exitEvents: sc.exitEvents ?? true, ...realtime } });
       probeDir = mountpoint;
     } else {
       const source = join(dir, 'src');
       makeProbeFiles(join(source, 'probe'));
       sup = await startSupervisor({
         dir,
+        ...stateEnv,
         config: {
           exitEvents: sc.exitEvents ?? true,
           ...realtime,
@@ -331,6 +351,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
     await sleep(1000);
 
     const records: RoundRecord[] = [];
+    const ticksBefore = cpuTicks();
     for (let r = 0; r < rounds; r++) {
       const { gen, ownerPid } = currentOwner();
       // Bare: watch the owner's pidfd, to tell its teardown from the hand-over.
@@ -344,13 +365,15 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
         });
       }
       const logFrom = sup.lineCount();
+      const stealAtKill = cpuTicks().steal;
+      const stealAfter = sleep(50).then(() => cpuTicks().steal);
       const killAt = process.hrtime.bigint();
       const killWall = Date.now();
       process.kill(ownerPid, 'SIGKILL');
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000, logFrom));
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
-      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined, ownerRealtime: rec.ownerRealtime as string | undefined };
+      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, savedUs: rec.savedUs as number | undefined, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined, ownerRealtime: rec.ownerRealtime as string | undefined };
       if (typeof rec.startedAt === 'string') round.killToRecoveryMs = ms(Number(BigInt(rec.startedAt) - killAt));
       if (typeof gone?.firstExitAt === 'string') {
         const exitAt = BigInt(gone.firstExitAt);
@@ -371,6 +394,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
         closeFd(pidfd);
         round.goneMs = ms(goneAt! - killAt);
       }
+      round.stealTicksIn50Ms = (await stealAfter) - stealAtKill;
       records.push(round);
       // Let the blackout window pass before the next crash gets ready: starting a Node
       // process takes a core for ~100 ms on this 2-core machine, and would be measured.
@@ -380,6 +404,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       await guard(sleep(100));
     }
     const end = process.hrtime.bigint();
+    const ticksAfter = cpuTicks();
     const probeRecords: ProbeRecord[] = await probe.stop();
     probe = undefined;
     const errors = probeRecords.filter((x) => x.err !== 0).length;
@@ -426,6 +451,11 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       roundsWithAThreadMovedOffTheSupervisorsCpu: records.filter((x) => (x.movedOffCpu ?? 0) > 0).length,
       newOwnerRealtime: countEach(records.map((x) => x.ownerRealtime ?? 'not logged')),
       supervisorStepsUs: Object.fromEntries(Object.keys(records[0]?.stepsUs ?? {}).map((k) => [k, stats(records.map((x) => x.stepsUs[k] ?? 0))])),
+      supervisorStateSavedUs: stats(known(records.map((x) => x.savedUs))),
+      hostSteal: {
+        pctOfCpuTime: round2((100 * (ticksAfter.steal - ticksBefore.steal)) / Math.max(1, ticksAfter.total - ticksBefore.total)),
+        roundsWithStealIn50Ms: records.filter((x) => (x.stealTicksIn50Ms ?? 0) > 0).length,
+      },
       ...(sc.kind === 'bare'
         ? {
             killToStandbyAcquiredMs: stats(records.map((x) => x.acquiredMs!)),
@@ -452,13 +482,13 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? null : new Promise((r) => c.once('exit', r)))));
     await sup?.cleanup();
-    if (tmpfs && existsSync(tmpfs)) spawnSync('umount', ['-l', tmpfs]);
+    for (const m of [tmpfs, stateTmpfs]) if (m && existsSync(m)) spawnSync('umount', ['-l', m]);
     spawnSync('rm', ['-rf', dir]);
   }
 }
 
 const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--raw] [--realtime-priority N]
-       [--takeover-realtime-ms N] [--metadata-on-main]
+       [--takeover-realtime-ms N] [--metadata-on-main] [--state tmpfs|disk|none]
 
   --rounds N     crashes per scenario (default 100, or $FAILOVER_ROUNDS)
   --only LIST    run these scenarios only: ${SCENARIOS.map((s) => s.name).join(', ')}
@@ -477,6 +507,9 @@ const USAGE = `usage: npm run failover -- [--rounds N] [--only SCENARIO,...] [--
                  start fusekeeper-mirrorfs with --metadata-on-main: it looks up, stats
                  and opens the source's files on its main thread instead of libuv's
                  thread pool (the cold and warm scenarios)
+  --state PLACE  where the supervisor saves session state: tmpfs (default, as under
+                 the systemd unit, whose RuntimeDirectory= is on /run), disk (the run's
+                 temporary directory: an fsync there reaches the disk) or none
 
 Root, after \`npm run prepare\`. Writes bench/results/failover[-<scenarios>].json (the
 directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
@@ -484,7 +517,7 @@ directory is $FUSEKEEPER_BENCH_RESULTS if set).`;
 export async function run(argv: string[] = []): Promise<void> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, 'metadata-on-main': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, options: { rounds: { type: 'string' }, only: { type: 'string' }, raw: { type: 'boolean' }, 'realtime-priority': { type: 'string' }, 'takeover-realtime-ms': { type: 'string' }, 'metadata-on-main': { type: 'boolean' }, state: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     throw new UsageError(`failover: ${(err as Error).message}\n${USAGE}`);
   }
@@ -500,6 +533,8 @@ export async function run(argv: string[] = []): Promise<void> {
   if (lendMs !== undefined && !/^(0|[1-9][0-9]{0,3}|10000)$/.test(lendMs)) throw new UsageError(`failover: --takeover-realtime-ms must be an integer in 0..10000, not ${lendMs}`);
   const realtime = { ...(priority === undefined ? {} : { realtimePriority: Number(priority) }), ...(lendMs === undefined ? {} : { takeoverRealtimeMs: Number(lendMs) }) };
   const mirrorfsArgs = values['metadata-on-main'] ? ['--metadata-on-main'] : [];
+  const statePlace = (values.state ?? 'tmpfs') as StatePlace;
+  if (!STATE_PLACES.includes(statePlace)) throw new UsageError(`failover: --state must be one of ${STATE_PLACES.join(', ')}, not ${values.state}`);
   const only = values.only?.split(',');
   const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
   if (unknown.length > 0) throw new UsageError(`failover: no scenario ${unknown.join(', ')}\n${USAGE}`);
@@ -512,6 +547,7 @@ export async function run(argv: string[] = []): Promise<void> {
     blackout:
       'per crash: the longest call (stat, open, read or close: the crash may catch the probe in any of them; blackoutStatOpenMs counts stat/open only) of a 1 ms probe (a separate process, one call at a time) among its iterations that began from 20 ms before the SIGKILL until the first iteration begun 1 ms or more after the SIGKILL completed: the wait the application saw. longestWaitWithin1sMs: the longest stat/open of every iteration begun up to 1 s after the SIGKILL (includes slowness after the recovery, e.g. a new spare starting)',
     mirrorfsArgs,
+    supervisorState: statePlace,
     loadAverageBefore: loadavg().map(round2),
     cpuStallsBefore: await cpuStalls(),
   };
@@ -526,7 +562,7 @@ export async function run(argv: string[] = []): Promise<void> {
       if (only && !only.includes(sc.name)) continue;
       const t = Date.now();
       process.stdout.write(`failover: ${sc.name} (${rounds} rounds)...\n`);
-      const res = await runScenario(sc, rounds, probeBin, values.raw === true, realtime, mirrorfsArgs);
+      const res = await runScenario(sc, rounds, probeBin, values.raw === true, realtime, mirrorfsArgs, statePlace);
       figures[sc.name] = { ...res, seconds: Math.round((Date.now() - t) / 1000) };
       const b = res.blackoutMs as Record<string, number>;
       process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max}; supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);

@@ -1,5 +1,5 @@
 // Shared helpers for benchmarks: timing loops, percentiles, and writing results.
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { release, cpus } from 'node:os';
@@ -68,6 +68,18 @@ for (;;) {
 }
 parentPort.postMessage(gaps);
 `;
+
+/**
+ * The machine's CPU time so far from /proc/stat's `cpu` line, summed over its CPUs, in
+ * USER_HZ ticks (10 ms): `steal` is the time a hypervisor that reports it (KVM's steal clock)
+ * ran something else while a virtual CPU of this machine had work to do; `total` is every
+ * column (user to steal) added up.
+ */
+export function cpuTicks(): { steal: number; total: number } {
+  const cols = /^cpu +(.*)$/m.exec(readFileSync('/proc/stat', 'latin1'))![1]!.trim().split(/ +/).map(Number);
+  // user nice system idle iowait irq softirq steal [guest guest_nice: already in user, nice]
+  return { steal: cols[7] ?? 0, total: cols.slice(0, 8).reduce((a, b) => a + b, 0) };
+}
 
 /**
  * How much of the CPU this machine really gives: one thread per core spins for `ms`
