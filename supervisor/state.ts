@@ -83,6 +83,17 @@ const isU32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) 
 
 /** Serialises a session (pure). */
 export function encodeSession(s: PersistedSession): Buffer {
+  return Buffer.concat(sessionFileParts(s));
+}
+
+/**
+ * A session's state file as the parts to write one after another (pure): magic to journal
+ * count, the journal's bytes (`s.journal.bytes` itself, not a copy), the checkpoint section,
+ * and the CRC-32 of the three. A 100k-id journal is 2 MB: joining the parts copied it twice,
+ * and with 16k small Buffers for 4000 checkpoint entries the encoding took 2.6-13 ms, about
+ * as long as everything else in a hand-over; the file is written from the parts instead.
+ */
+export function sessionFileParts(s: PersistedSession): Buffer[] {
   const header = {
     version: FORMAT_VERSION,
     name: s.name,
@@ -101,19 +112,33 @@ export function encodeSession(s: PersistedSession): Buffer {
     savedAt: s.savedAt,
   };
   const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-  const parts: Buffer[] = [MAGIC, u32(headerBytes.length), headerBytes, u32(s.journal.length), s.journal.bytes, u32(s.checkpoint.size)];
-  for (const [key, value] of s.checkpoint) {
-    const k = Buffer.from(key, 'utf8');
-    parts.push(u32(k.length), k, u32(value.length), value);
-  }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, u32(crc32(body))]);
+  const head = Buffer.allocUnsafe(MAGIC.length + 4 + headerBytes.length + 4);
+  MAGIC.copy(head, 0);
+  head.writeUInt32LE(headerBytes.length, MAGIC.length);
+  headerBytes.copy(head, MAGIC.length + 4);
+  head.writeUInt32LE(s.journal.length, head.length - 4);
+  const parts = [head, s.journal.bytes, encodeCheckpointSection(s.checkpoint)];
+  let crc = 0;
+  for (const part of parts) crc = crc32(part, crc);
+  const tail = Buffer.allocUnsafe(4);
+  tail.writeUInt32LE(crc, 0);
+  parts.push(tail);
+  return parts;
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0, 0);
-  return b;
+/** The entry count, then per entry: u32 key length, key (UTF-8), u32 value length, value. */
+function encodeCheckpointSection(checkpoint: ReadonlyMap<string, Buffer>): Buffer {
+  let size = 4;
+  for (const [key, value] of checkpoint) size += 8 + Buffer.byteLength(key, 'utf8') + value.length;
+  const out = Buffer.allocUnsafe(size);
+  let off = out.writeUInt32LE(checkpoint.size, 0);
+  for (const [key, value] of checkpoint) {
+    const keyLength = out.write(key, off + 4, 'utf8');
+    out.writeUInt32LE(keyLength, off);
+    off = out.writeUInt32LE(value.length, off + 4 + keyLength);
+    off += value.copy(out, off);
+  }
+  return out;
 }
 
 /** Parses and validates a state file (pure). Throws `StateError` on anything unexpected. */
@@ -211,14 +236,19 @@ export function decodeSession(buf: Buffer): PersistedSession {
   };
 }
 
-/** Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory. */
-export function writeFileAtomic(path: string, data: Buffer): void {
+/**
+ * Writes `data` (one Buffer, or parts one after another) to `path` atomically: temp file in
+ * the same directory, fsync, rename, fsync the directory.
+ */
+export function writeFileAtomic(path: string, data: Buffer | readonly Buffer[]): void {
   const dir = path.slice(0, path.lastIndexOf('/')) || '/';
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
   try {
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+    for (const part of Buffer.isBuffer(data) ? [data] : data) {
+      let off = 0;
+      while (off < part.length) off += writeSync(fd, part, off, part.length - off);
+    }
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
@@ -347,7 +377,7 @@ export class StateStore {
       return;
     }
     try {
-      writeFileAtomic(this.fileOf(name), encodeSession(s));
+      writeFileAtomic(this.fileOf(name), sessionFileParts(s));
       this.writes++;
     } catch (err) {
       // The session keeps working; only a supervisor restart would lose it. Retry later.

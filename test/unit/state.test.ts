@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { crc32 } from 'node:zlib';
 import { closeFd } from '../../native/index.ts';
 import { JournalEntries } from '../../protocol/index.ts';
-import { decodeSession, encodeSession, StateStore, writeFileAtomic, type PersistedSession } from '../../supervisor/state.ts';
+import { decodeSession, encodeSession, sessionFileParts, StateStore, writeFileAtomic, type PersistedSession } from '../../supervisor/state.ts';
 import { formatServiceStatus, processStartTime, stateDirFromEnv, verifyOwner } from '../../supervisor/service.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 
@@ -45,6 +45,31 @@ test('a session state survives encode/decode byte for byte, 64-bit inode numbers
   const back = decodeSession(encodeSession(s));
   assert.deepEqual(back, s);
   assert.deepEqual(decodeSession(encodeSession({ ...s, owner: null, init: null, journal: JournalEntries.EMPTY, checkpoint: new Map(), lastRecovery: null, connectionId: null })).owner, null);
+});
+
+test('the version 2 layout: magic, header, journal in the wire layout, checkpoint entries, CRC-32', () => {
+  const s = sample();
+  const u32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(n);
+    return b;
+  };
+  const buf = encodeSession(s);
+  const headerLength = buf.readUInt32LE(8);
+  const body = Buffer.concat([
+    Buffer.from('FKSTATE1', 'latin1'),
+    u32(headerLength),
+    buf.subarray(12, 12 + headerLength),
+    u32(2),
+    s.journal.bytes,
+    u32(2),
+    ...[...s.checkpoint].flatMap(([k, v]) => [u32(Buffer.byteLength(k)), Buffer.from(k), u32(v.length), v]),
+  ]);
+  assert.deepEqual(buf, Buffer.concat([body, u32(crc32(body))]));
+  assert.equal(JSON.parse(buf.subarray(12, 12 + headerLength).toString()).generation, 3);
+  const parts = sessionFileParts(s);
+  assert.ok(parts.includes(s.journal.bytes), 'the journal is written from its own bytes, not a copy');
+  assert.deepEqual(Buffer.concat(parts), buf);
 });
 
 test('a damaged or foreign state file is refused, never half-used', () => {
@@ -102,6 +127,8 @@ test('writeFileAtomic replaces a file whole and leaves no temp file', () => {
     writeFileAtomic(p, Buffer.from('one'));
     writeFileAtomic(p, Buffer.from('two'));
     assert.equal(readFileSync(p, 'utf8'), 'two');
+    writeFileAtomic(p, [Buffer.from('th'), Buffer.alloc(0), Buffer.from('ree')]);
+    assert.equal(readFileSync(p, 'utf8'), 'three');
     assert.deepEqual(readdirSync(dir), ['x.session']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
