@@ -53,6 +53,7 @@ const { values: args } = parseArgs({
     'tmpfs-mib': { type: 'string', default: '512' },
     'max-minutes': { type: 'string', default: '0' },
     'supervisor-node-options': { type: 'string' },
+    'metadata-on-main': { type: 'boolean', default: false },
     quiet: { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
@@ -68,6 +69,8 @@ if (args.help) {
   --max-kill-delay MS SIGKILL lands 0..MS after the hand-over (default 300)
   --max-minutes M     stop crashing after M minutes even if N is not reached (0 = no limit)
   --supervisor-node-options O   NODE_OPTIONS for the supervisor only (e.g. --max-old-space-size=64)
+  --metadata-on-main  start fusekeeper-mirrorfs with --metadata-on-main (its lookups, stats
+                      and opens on its main thread instead of libuv's thread pool)
 Writes bench/results/chaos.json.`);
   process.exit(0);
 }
@@ -123,7 +126,7 @@ interface Daemon {
 function spawnDaemon(n: number, kind: CrashKind, source: string, mountpoint: string, socket: string, standby: boolean): Daemon {
   const env = hermeticEnv();
   if (kind !== 'sigkill') env.FUSEKEEPER_FAULT = kind;
-  const child = spawn(process.execPath, [MIRRORFS, source, mountpoint, '--socket', socket, '--name', SESSION, ...(standby ? ['--standby'] : [])], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const child = spawn(process.execPath, [MIRRORFS, source, mountpoint, '--socket', socket, '--name', SESSION, ...(standby ? ['--standby'] : []), ...(args['metadata-on-main'] ? ['--metadata-on-main'] : [])], { stdio: ['ignore', 'ignore', 'pipe'], env });
   const err = tail();
   let readyResolve!: () => void;
   let resumedResolve!: () => void;
@@ -619,6 +622,7 @@ async function main(): Promise<void> {
     const leakedBytes = tmpfsAfter - tmpfsBefore;
     const figures = {
       seed: SEED,
+      mirrorfsMetadataCalls: args['metadata-on-main'] ? 'main' : 'pool',
       crashesWanted: CRASHES,
       crashes: crashes.length,
       crashKinds: kindsCount,
@@ -646,7 +650,7 @@ async function main(): Promise<void> {
       },
       supervisorFds: { before: fdsBefore.size, after: fdsAfter.size, beforeTargets: [...fdsBefore.values()].sort(), afterTargets: [...fdsAfter.values()].sort() },
       supervisorScheduling: (await sup.waitEvent('supervisor.listening')).realtime,
-      supervisorRssMiB: { current: Math.round(rss('VmRSS') * 10) / 10, peak: Math.round(rss('VmHWM') * 10) / 10, every5s: rssSamples },
+      supervisorRssMiB: { current: Math.round(rss('VmRSS') * 10) / 10, peak: Math.round(rss('VmHWM') * 10) / 10, anonymous: Math.round(rss('RssAnon') * 10) / 10, file: Math.round(rss('RssFile') * 10) / 10, every5s: rssSamples },
       longestStallMs: ms(anyLatency(longest)),
       longestStallCall: longest ? PROBE_OPS[[longest.stat, longest.open, longest.read, longest.close].indexOf(anyLatency(longest)) + 1] : null,
       blackoutMs: {
