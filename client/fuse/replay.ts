@@ -21,10 +21,16 @@
  * BATCH_FORGET aside, which the kernel queues separately and hands out first) therefore ends
  * the replay phase, and the remaining old records are deleted then (`ReplayGuard`).
  *
+ * A record cannot tell "did it" from "found it so": a replayed MKDIR whose directory exists
+ * would be answered success even if the directory was there before the request, and the
+ * application owed EEXIST. So a request that will fail without changing anything, as the
+ * filesystem stands before it runs, gets no record (`intentNeeded`): its replay runs again and
+ * fails the same way.
+ *
  * Limits, stated rather than hidden:
- * - An operation whose target already existed (or was already gone) before the dead owner ran
- *   it is answered success on replay, where the first run would have failed with EEXIST
- *   (ENOENT). The record cannot tell "did it" from "found it so".
+ * - The state looked at before a request runs is the filesystem's own view; a change made
+ *   directly on what it serves (not through the mount) between that look and the request is
+ *   not seen.
  * - RENAME_EXCHANGE leaves both names in place either way: a replayed one runs again.
  * - A truncating SETATTR runs again (truncating to the same size twice is the same), which
  *   also undoes writes made through passthrough between the crash and the replay.
@@ -331,15 +337,62 @@ export async function resolveReplay(req: FuseRequest, ops: ReplayOperations, ctx
   }
 }
 
+/**
+ * Whether `req`, a request intentOf gives a record, needs it written before it runs, by the
+ * filesystem's own LOOKUP or GETXATTR now. It does not when it will fail without changing
+ * anything: what it creates exists (MKDIR, MKNOD, SYMLINK, LINK: EEXIST; SETXATTR with
+ * XATTR_CREATE: EEXIST), or what it removes or renames is absent (UNLINK, RMDIR, RENAME:
+ * ENOENT; REMOVEXATTR: ENODATA). Nor does a CREATE whose name exists: it fails with O_EXCL,
+ * and otherwise opens the file, which can be done twice. With a record, a replay of such a
+ * request would find what it expects to have made, and answer success. The kernel holds the
+ * directory's lock (the inode's, for attributes) from before it sends the request until it
+ * has the reply, so no request through the mount changes the answer meanwhile. A look that
+ * fails otherwise says a record is needed.
+ */
+export async function intentNeeded(req: FuseRequest, ops: ReplayOperations, ctx: RequestContext): Promise<boolean> {
+  const h = req.header;
+  /** Whether `name` is in `parent`; undefined when LOOKUP fails otherwise. */
+  const exists = async (parent: bigint, name: Buffer): Promise<boolean | undefined> => {
+    const found = await probe(ops, h, parent, name, ctx);
+    await unlook(ops, h, found, ctx);
+    return found === 'failed' ? undefined : found !== 'absent';
+  };
+  switch (req.op) {
+    case 'mkdir':
+    case 'mknod':
+    case 'symlink':
+    case 'create':
+      return (await exists(h.nodeid, req.nameBytes)) !== true;
+    case 'link':
+      return (await exists(h.nodeid, req.newnameBytes)) !== true;
+    case 'unlink':
+    case 'rmdir':
+    case 'rename':
+    case 'rename2':
+      return (await exists(h.nodeid, req.nameBytes)) !== false;
+    case 'setxattr':
+      return (await hasXattr(ops, h, h.nodeid, req.nameBytes, ctx)) !== true;
+    case 'removexattr':
+      return (await hasXattr(ops, h, h.nodeid, req.nameBytes, ctx)) !== false;
+    default:
+      return true;
+  }
+}
+
 /** What `ReplayGuard.begin` decided for one request. */
 export interface ReplayTicket {
-  /** Intent record key to delete once the reply is written; undefined when none was needed. */
+  /** Intent record key: delete it (`end`) once the reply is written, if it was recorded. */
   readonly key: string | undefined;
   /** A replay whose intent record exists: resolve it with `resolveReplay` before running it. */
   readonly resolve: boolean;
+  /**
+   * The record a request about to run fresh needs first (`record`), if intentNeeded says so;
+   * undefined when it needs none or is resolved.
+   */
+  readonly intent: Buffer | undefined;
 }
 
-const NO_TICKET: ReplayTicket = Object.freeze({ key: undefined, resolve: false });
+const NO_TICKET: ReplayTicket = Object.freeze({ key: undefined, resolve: false, intent: undefined });
 
 export interface ReplayGuardOptions {
   /** Where intent records go. Without it no records are written and nothing is resolved. */
@@ -358,8 +411,10 @@ export interface ReplayGuardOptions {
 
 /**
  * Writes and deletes intent records around non-idempotent requests, and tells which replayed
- * requests need resolving. Call `begin` for each request in the order read from /dev/fuse,
- * before its handler runs; call `end` with the ticket's key once its reply is written.
+ * requests need resolving. Call `begin` for each request in the order read from /dev/fuse;
+ * `record` the ticket's intent (where intentNeeded says so) before its handler runs; call
+ * `end` with the ticket's key once its reply is written, if the record was written or the
+ * request resolved.
  */
 export class ReplayGuard {
   readonly #link: SessionLink | undefined;
@@ -402,16 +457,21 @@ export class ReplayGuard {
         this.#previous.delete(key);
         // The record stays in the checkpoint until the replay is answered: a crash meanwhile
         // leaves it for the next owner.
-        if (recorded.equals(encoded)) return { key, resolve: true };
+        if (recorded.equals(encoded)) return { key, resolve: true, intent: undefined };
         this.#log?.warn({ event: 'fuse.replay_intent_mismatch', key, op: req.op }, 'intent record does not match the replayed request; running it');
       }
     }
+    return { key, resolve: false, intent: encoded };
+  }
+
+  /** Writes the intent record of `ticket` (one `begin` returned with an `intent`). */
+  record(ticket: ReplayTicket): void {
+    if (ticket.key === undefined || ticket.intent === undefined) return;
     try {
-      link.checkpointPut(key, encoded);
+      this.#link?.checkpointPut(ticket.key, ticket.intent);
     } catch (err) {
-      this.#log?.warn({ event: 'fuse.intent_not_recorded', key, op: req.op, err: String(err) }, 'intent record not sent; a replay of this request would run again');
+      this.#log?.warn({ event: 'fuse.intent_not_recorded', key: ticket.key, err: String(err) }, 'intent record not sent; a replay of this request would run again');
     }
-    return { key, resolve: false };
   }
 
   /** The reply for the ticket's request is written (or refused): its record goes. */

@@ -21,7 +21,7 @@ import {
 } from './codec.ts';
 import { errnoOf } from './errors.ts';
 import type { SessionLink } from '../session.ts';
-import { ReplayGuard, resolveReplay } from './replay.ts';
+import { intentNeeded, ReplayGuard, resolveReplay } from './replay.ts';
 import { decodeSessionInit, encodeSessionInit } from './session-init.ts';
 import { faultPoint } from './fault.ts';
 import { rehearseRequests, type RehearsalReport } from './rehearsal.ts';
@@ -314,9 +314,18 @@ export class FuseServer {
     const run = (): Promise<Buffer | void> | Buffer | void => handler.call(this.#ops, req, ctx);
     // Before the handler: a non-idempotent request's intent record goes out first.
     const ticket = this.#replay.begin(req);
+    // A resolved replay's record is in the checkpoint already.
+    let recorded = ticket.resolve;
+    const recordThenRun = async (): Promise<Buffer | void> => {
+      if (await intentNeeded(req, this.#ops, ctx)) {
+        this.#replay.record(ticket);
+        recorded = true;
+      }
+      return run();
+    };
     let result: Promise<Buffer | void> | Buffer | void;
     try {
-      result = ticket.resolve ? this.#resolveReplay(req, ctx, run) : run();
+      result = ticket.resolve ? this.#resolveReplay(req, ctx, run) : ticket.intent ? recordThenRun() : run();
     } catch (err) {
       result = Promise.reject(err);
     }
@@ -329,7 +338,7 @@ export class FuseServer {
       // Test-only (FUSEKEEPER_FAULT=after-exec:<op>): die with the operation done and unanswered.
       if (!isResend(unique) && !this.#sink) faultPoint(`after-exec:${req.op}`);
       this.#write(reply, opcode);
-      if (ticket.key !== undefined) this.#replay.end(ticket.key);
+      if (recorded && ticket.key !== undefined) this.#replay.end(ticket.key);
       if (!this.#firstReplied && this.#firstReadAt !== undefined) {
         this.#firstReplied = true;
         this.#opts.onFirstReply?.(this.#firstReadAt, process.hrtime.bigint(), req.op);

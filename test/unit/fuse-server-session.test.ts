@@ -178,6 +178,25 @@ describe('FuseServer with a session link', () => {
       assert.equal(fs.ran.get('mkdir'), 1);
     });
   });
+
+  test('a mkdir of a name that exists gets no intent record, so its replay fails with EEXIST too', async () => {
+    const fs = new MemFs();
+    fs.add(1n, 'd', S_IFDIR | 0o755);
+    const link = recordingLink();
+    const s = socketServer(fs, { resume: settledInit(), link });
+    await withServer(s, async () => {
+      s.send(mkdirReq(4n, 'd'));
+      assert.equal((await s.reply()).readInt32LE(4), -17);
+      await new Promise((r) => setTimeout(r, 5));
+      assert.deepEqual(link.calls, [], 'no record written, none to delete');
+    });
+    // The owner died before answering; the next one gets the request again, and no record.
+    const next = socketServer(fs, { resume: settledInit(), link, checkpoint: new Map() });
+    await withServer(next, async () => {
+      next.send(mkdirReq(4n | R, 'd'));
+      assert.equal((await next.reply()).readInt32LE(4), -17, 'EEXIST, as the application was owed');
+    });
+  });
 });
 
 describe('test-only fault hook', () => {

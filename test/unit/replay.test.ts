@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { constants as fsc } from 'node:fs';
 import { FATTR, FUSE_UNIQUE_RESEND, Opcode, RENAME_EXCHANGE, RENAME_WHITEOUT } from '../../kernel/abi.ts';
 import { parseRequest, type FuseRequest } from '../../client/fuse/codec.ts';
-import { ReplayGuard, decodeIntent, encodeIntent, intentKey, intentOf, resolveReplay, INTENT_KEY_PREFIX } from '../../client/fuse/replay.ts';
+import { ReplayGuard, decodeIntent, encodeIntent, intentKey, intentNeeded, intentOf, resolveReplay, INTENT_KEY_PREFIX } from '../../client/fuse/replay.ts';
 import type { SessionLink } from '../../client/session.ts';
 import { MemFs, S_IFCHR, S_IFDIR, S_IFREG } from './fixtures/memfs.ts';
 import { createIn, cstr, entryOut, mkdirIn, mknodIn, openOut, outHeader, rename2In, request, setattrIn, u64In, releaseIn } from './fixtures/fuse-builder.ts';
@@ -202,21 +202,25 @@ function recordingLink(): SessionLink & { calls: string[]; checkpoint: Map<strin
 }
 
 describe('ReplayGuard', () => {
-  test('a fresh request gets its intent record first and loses it at end; idempotent ones get none', () => {
+  test('a fresh request gets its intent record when recorded and loses it at end; idempotent ones get none', () => {
     const link = recordingLink();
     const guard = new ReplayGuard({ link });
     const t = guard.begin(mkdir(8n, 1n, 'd'));
-    assert.deepEqual(t, { key: 'intent/8', resolve: false });
+    assert.deepEqual(t, { key: 'intent/8', resolve: false, intent: encodeIntent(intentOf(mkdir(8n, 1n, 'd'))!) });
+    assert.deepEqual(link.calls, [], 'begin writes nothing: the server asks intentNeeded first');
+    guard.record(t);
     assert.deepEqual(decodeIntent(link.checkpoint.get('intent/8')!), intentOf(mkdir(8n, 1n, 'd')));
     guard.end(t.key!);
     assert.deepEqual(link.calls, ['put intent/8', 'delete intent/8']);
-    assert.deepEqual(guard.begin(lookup(9n, 1n, 'd')), { key: undefined, resolve: false });
+    const idempotent = guard.begin(lookup(9n, 1n, 'd'));
+    assert.deepEqual(idempotent, { key: undefined, resolve: false, intent: undefined });
+    guard.record(idempotent);
     assert.equal(link.calls.length, 2);
   });
 
   test('without a link nothing is recorded or resolved', () => {
     const guard = new ReplayGuard({ previous: new Map([['intent/8', encodeIntent(intentOf(mkdir(8n, 1n, 'd'))!)]]) });
-    assert.deepEqual(guard.begin(mkdir(8n | R, 1n, 'd')), { key: undefined, resolve: false });
+    assert.deepEqual(guard.begin(mkdir(8n | R, 1n, 'd')), { key: undefined, resolve: false, intent: undefined });
   });
 
   test('a replay with a matching record is resolved and keeps the record until answered', () => {
@@ -228,7 +232,7 @@ describe('ReplayGuard', () => {
     const replayed: bigint[] = [];
     const guard = new ReplayGuard({ link, previous, onReplayed: (u) => replayed.push(u) });
     assert.equal(guard.pending, 1);
-    assert.deepEqual(guard.begin(mkdir(8n | R, 1n, 'd')), { key: 'intent/8', resolve: true });
+    assert.deepEqual(guard.begin(mkdir(8n | R, 1n, 'd')), { key: 'intent/8', resolve: true, intent: undefined });
     assert.deepEqual(replayed, [8n]);
     assert.deepEqual(link.calls, [], 'the record is already in the checkpoint');
     assert.equal(guard.pending, 0);
@@ -239,8 +243,11 @@ describe('ReplayGuard', () => {
     const logged: string[] = [];
     const log = { info() {}, warn: (o: object) => void logged.push((o as { event: string }).event), error() {} };
     const guard = new ReplayGuard({ link, previous: new Map([['intent/9', encodeIntent(intentOf(mkdir(9n, 1n, 'other'))!)]]), log });
-    assert.deepEqual(guard.begin(unlink(7n | R, 1n, 'f')), { key: 'intent/7', resolve: false });
-    assert.deepEqual(guard.begin(mkdir(9n | R, 1n, 'd')), { key: 'intent/9', resolve: false });
+    const a = guard.begin(unlink(7n | R, 1n, 'f'));
+    const b = guard.begin(mkdir(9n | R, 1n, 'd'));
+    assert.deepEqual([a.key, a.resolve, b.key, b.resolve], ['intent/7', false, 'intent/9', false]);
+    guard.record(a);
+    guard.record(b);
     assert.deepEqual(link.calls, ['put intent/7', 'put intent/9']);
     assert.deepEqual(logged, ['fuse.replay_intent_mismatch']);
   });
@@ -260,7 +267,43 @@ describe('ReplayGuard', () => {
     assert.equal(guard.replaying, false);
     assert.deepEqual(link.calls, ['delete intent/6'], 'only the record nobody replayed; intent/5 waits for its answer');
     // A late replay of the deleted one would simply run: it has no record any more.
-    assert.deepEqual(guard.begin(mkdir(6n | R, 1n, 'b')), { key: 'intent/6', resolve: false });
+    assert.deepEqual(guard.begin(mkdir(6n | R, 1n, 'b')), { key: 'intent/6', resolve: false, intent: encodeIntent(intentOf(mkdir(6n, 1n, 'b'))!) });
+  });
+});
+
+describe('intentNeeded (found by bench/chaos.ts: stress-ng xattr got success for an XATTR_CREATE of an existing attribute after a crash)', () => {
+  test('a request that will fail, or only open, as the filesystem stands needs no record; one that will change it does', async () => {
+    const fs = new MemFs();
+    const d = fs.add(1n, 'd', S_IFDIR | 0o755);
+    const f = fs.add(1n, 'f', S_IFREG | 0o644);
+    const cases: [FuseRequest, boolean][] = [
+      [mkdir(2n, 1n, 'd'), false],
+      [mkdir(2n, 1n, 'new'), true],
+      [mknod(2n, 1n, 'f', S_IFREG | 0o644), false],
+      [symlink(2n, 1n, 'new', 'f'), true],
+      [link(2n, 1n, f.nodeid, 'd'), false],
+      [link(2n, 1n, f.nodeid, 'new'), true],
+      [create(2n, 1n, 'f', fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY), false],
+      [create(2n, 1n, 'f', fsc.O_CREAT | fsc.O_TRUNC | fsc.O_WRONLY), false],
+      [create(2n, 1n, 'new', fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY), true],
+      [unlink(2n, 1n, 'gone'), false],
+      [unlink(2n, 1n, 'f'), true],
+      [rmdir(2n, 1n, 'd'), true],
+      [rename(2n, 1n, 'gone', 1n, 'x'), false],
+      [rename(2n, 1n, 'f', 1n, 'x'), true],
+      [setattr(2n, f.nodeid, FATTR.SIZE, 0n), true],
+    ];
+    for (const [req, needed] of cases) assert.equal(await intentNeeded(req, fs, ctx), needed, `${req.op} ${JSON.stringify((req as { name?: string }).name ?? '')}`);
+    assert.equal(fs.outstandingLookups(), 0n, 'every entry a look found was forgotten again');
+    assert.equal(fs.get(1n, 'new'), undefined, 'looking changed nothing');
+    assert.deepEqual([...fs.ran.keys()].sort(), ['forget', 'lookup'], 'only looks ran');
+    assert.ok(fs.get(1n, 'd') === d && fs.get(1n, 'f') === f);
+  });
+
+  test('a LOOKUP that fails otherwise than ENOENT says a record is needed', async () => {
+    const failing = { lookup: () => Promise.reject(Object.assign(new Error('EIO'), { code: 'EIO', errno: 5 })) };
+    assert.equal(await intentNeeded(mkdir(2n, 1n, 'd'), failing, ctx), true);
+    assert.equal(await intentNeeded(unlink(2n, 1n, 'd'), failing, ctx), true);
   });
 });
 
@@ -296,5 +339,12 @@ describe('extended attributes (found by bench/chaos.ts: stress-ng xattr got EEXI
     assert.equal(await resolveReplay(setxattr(6n | R, 3n, 'user.a', 1), withXattr(false), ctx), undefined, 'not there: it runs');
     assert.equal(errorOf(await resolveReplay(removexattr(7n | R, 3n, 'user.a'), withXattr(false), ctx)), 0);
     assert.equal(await resolveReplay(removexattr(8n | R, 3n, 'user.a'), withXattr(true), ctx), undefined, 'still there: it runs');
+  });
+
+  test('an XATTR_CREATE of an attribute that exists, and a REMOVEXATTR of one that does not, need no record', async () => {
+    assert.equal(await intentNeeded(setxattr(5n, 3n, 'user.a', 1), withXattr(true), ctx), false);
+    assert.equal(await intentNeeded(setxattr(5n, 3n, 'user.a', 1), withXattr(false), ctx), true);
+    assert.equal(await intentNeeded(removexattr(5n, 3n, 'user.a'), withXattr(false), ctx), false);
+    assert.equal(await intentNeeded(removexattr(5n, 3n, 'user.a'), withXattr(true), ctx), true);
   });
 });
