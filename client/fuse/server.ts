@@ -312,7 +312,8 @@ export class FuseServer {
     const ctx = new LazyContext();
     if (wantsReply) this.#inFlight.set(unique, ctx);
     const run = (): Promise<Buffer | void> | Buffer | void => handler.call(this.#ops, req, ctx);
-    // Before the handler: a non-idempotent request's intent record goes out first.
+    // Before the handler: a non-idempotent request that will change something (intentNeeded)
+    // gets its intent record out first.
     const ticket = this.#replay.begin(req);
     // A resolved replay's record is in the checkpoint already.
     let recorded = ticket.resolve;
