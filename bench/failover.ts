@@ -159,6 +159,8 @@ interface RoundRecord {
   stepsUs: Record<string, number>;
   /** Its save of the session's state after the hand-over (session.recovered savedUs), µs. */
   savedUs: number | undefined;
+  /** Whether the journal file sent was the one written ahead (session.recovered journalPrepared). */
+  journalPrepared: boolean | undefined;
   /** The host's steal time (cpuTicks) from the kill to 50 ms after it, in 10 ms ticks. */
   stealTicksIn50Ms?: number;
   /** The generation the new owner took. */
@@ -373,7 +375,7 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       const rec = await guard(sup.waitEvent('session.recovered', (e) => e.session === SESSION && e.generation === gen + 1, 60_000, logFrom));
       const gone = sup.events().filter((e) => e.event === 'owner.disconnected' && e.owner === ownerPid).at(-1);
       const noticedBy = typeof gone?.reason !== 'string' ? 'pidfd' : gone.reason.startsWith('its process is exiting') ? 'thread exits' : gone.reason === 'peer closed the connection' ? 'EOF' : gone.reason;
-      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, savedUs: rec.savedUs as number | undefined, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined, ownerRealtime: rec.ownerRealtime as string | undefined };
+      const round: RoundRecord = { killAt, ownerPid, newOwnerPid: rec.owner as number, handoverLogMs: (rec.time as number) - killWall, noticedBy, supervisorUs: rec.durationUs as number, stepsUs: (rec.stepsUs ?? {}) as Record<string, number>, savedUs: rec.savedUs as number | undefined, journalPrepared: rec.journalPrepared as boolean | undefined, generation: gen + 1, looks: gone?.looks as number | undefined, lookingUs: gone?.lookingUs as number | undefined, movedOffCpu: gone?.movedOffCpu as number | undefined, ownerRealtime: rec.ownerRealtime as string | undefined };
       if (typeof rec.startedAt === 'string') round.killToRecoveryMs = ms(Number(BigInt(rec.startedAt) - killAt));
       if (typeof gone?.firstExitAt === 'string') {
         const exitAt = BigInt(gone.firstExitAt);

@@ -54,7 +54,7 @@ export interface SupervisorConfig {
   realtimePriority: number;
   /**
    * How long after a hand-over the new owner's main thread keeps SCHED_FIFO at
-   * realtimePriority, lent from the start of the recovery; 0 lends none (docs/systemd.md,
+   * realtimePriority, lent once the hand-over's last frame is sent; 0 lends none (docs/systemd.md,
    * "The new owner's first milliseconds").
    */
   takeoverRealtimeMs: number;

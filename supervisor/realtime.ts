@@ -201,8 +201,8 @@ export interface RealtimeLoan {
 }
 
 /**
- * Lends SCHED_FIFO to the main thread of a process taking a session over, from the start of
- * the recovery until a while after the hand-over (config takeoverRealtimeMs; docs/systemd.md,
+ * Lends SCHED_FIFO to the main thread of a process taking a session over, from the hand-over's
+ * last frame until a while after it (config takeoverRealtimeMs; docs/systemd.md,
  * "The new owner's first milliseconds"). What that thread does then decides how long
  * applications wait: it receives ACQUIRED, restores its state, and answers the replayed
  * requests, while the dying owner's memory teardown, V8's compiler threads and everything

@@ -71,7 +71,7 @@ import { cleanBacking, fenceOwner, moveOffCpu, replayInFlight, RecoveryError, RE
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
-import { RealtimeLender, type RealtimeScheduling } from './realtime.ts';
+import { RealtimeLender, type RealtimeLoan, type RealtimeScheduling } from './realtime.ts';
 import type { Owner, Session, SessionStatus } from './session.ts';
 import type { PersistedSession } from './state.ts';
 
@@ -1400,7 +1400,7 @@ export class Supervisor {
   async #recover(s: LiveSession, conn: Conn, requestId: number): Promise<void> {
     s.recovering = true;
     conn.acquiring = true;
-    const loan = this.config.takeoverRealtimeMs > 0 ? this.#lender.lend(conn.peer.pid, this.config.realtimePriority) : 'takeoverRealtimeMs is 0';
+    let loan: RealtimeLoan | string = 'the recovery failed first';
     const started = process.hrtime.bigint();
     // Microseconds per step, for the log: where a slow hand-over spent its time.
     const stepsUs: Record<string, number> = {};
@@ -1449,6 +1449,13 @@ export class Supervisor {
       const preparedJournal = this.#takePreparedJournal(s);
       const sentAs = this.#sendResumed(conn, requestId, s, cleanup.strategy, preparedJournal);
       lap('send');
+      // Lent once the last frame is out: a supervisor that is itself SCHED_NORMAL at the moment
+      // (paused for being busy, or refused) would otherwise be preempted by the new owner
+      // between its frames. With 100k journaled ids, a crash soon after the owner registered
+      // them came while the supervisor was paused, and in a third of the rounds each sendmsg
+      // took 0.1-4 ms as the woken owner took the CPU (send step 2.8-6.9 ms, not 0.1-0.3).
+      // The owner, woken by the first frame, waits at most these microseconds for it.
+      loan = this.config.takeoverRealtimeMs > 0 ? this.#lender.lend(conn.peer.pid, this.config.realtimePriority) : 'takeoverRealtimeMs is 0';
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       // Stepping down lets the new owner, and the applications it wakes, run at once where
       // they share a CPU with this thread. It comes before the state save, which writes and
