@@ -1450,11 +1450,11 @@ export class Supervisor {
       const sentAs = this.#sendResumed(conn, requestId, s, cleanup.strategy, preparedJournal);
       lap('send');
       // Lent once the last frame is out: a supervisor that is itself SCHED_NORMAL at the moment
-      // (paused for being busy, or refused) would otherwise be preempted by the new owner
-      // between its frames. With 100k journaled ids, a crash soon after the owner registered
-      // them came while the supervisor was paused, and in a third of the rounds each sendmsg
-      // took 0.1-4 ms as the woken owner took the CPU (send step 2.8-6.9 ms, not 0.1-0.3).
-      // The owner, woken by the first frame, waits at most these microseconds for it.
+      // (paused for being busy) would otherwise be preempted by the new owner between its
+      // frames. With 100k journaled ids, a crash soon after the owner registered them came
+      // while the supervisor was paused, and in a third of the rounds each sendmsg took
+      // 0.1-4 ms as the woken owner took the CPU (send step 2.8-6.9 ms, not 0.1-0.3). The
+      // owner, woken by the first frame, gets the priority once the rest are sent.
       loan = this.config.takeoverRealtimeMs > 0 ? this.#lender.lend(conn.peer.pid, this.config.realtimePriority) : 'takeoverRealtimeMs is 0';
       const durationUs = Number(process.hrtime.bigint() - started) / 1000;
       // Stepping down lets the new owner, and the applications it wakes, run at once where
