@@ -43,6 +43,7 @@ import {
   type CleanupStrategy,
 } from '../protocol/index.ts';
 import type { AcquiredSession, SessionLink } from './session.ts';
+import { holdOptimizer, releaseOptimizer, OPTIMIZER_HOLD_MS } from './optimizer.ts';
 
 /** Minimal logger (pino-compatible). */
 export interface ClientLogger {
@@ -186,6 +187,9 @@ export class SupervisorClient {
     }
     // Asked again: the connection may have broken during the rehearsal's turns.
     const link = this.#requireLink();
+    // After the rehearsals (the daemon's own ran before this call): what they made hot is
+    // optimized, or being optimized, by now (client/optimizer.ts).
+    if (opts.rehearse && holdOptimizer()) this.#opts.log.info({ event: 'client.optimizer_held', afterTakeoverMs: OPTIMIZER_HOLD_MS }, 'TurboFan held until a while after the take-over');
     const collector = new AcquireCollector();
     let fd = -1;
     // A connection that breaks meanwhile answers every pending request with an ERROR.
@@ -197,6 +201,7 @@ export class SupervisorClient {
         return p.done;
       });
     });
+    releaseOptimizer('state' in result ? OPTIMIZER_HOLD_MS : 0);
     if (!('state' in result)) {
       if (fd >= 0) closeFd(fd);
       if ('refused' in result) throw SupervisorError.from(result.refused);
