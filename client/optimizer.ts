@@ -5,8 +5,10 @@
 // first second; a request's thread or the application it answered, woken on the CPU of such
 // a job, waited behind it for up to 3.4 ms while the other CPU idled. A spare therefore takes
 // over with TurboFan off: code its rehearsal already optimized stays optimized, nothing new is
-// compiled until OPTIMIZER_HOLD_MS after the take-over, and the rest runs as baseline code
-// (Sparkplug; FuseServer's own work per request took 27-30 µs instead of 7-11 µs, bench/dispatch.ts).
+// compiled by TurboFan until OPTIMIZER_HOLD_MS after the take-over, and the rest runs as
+// baseline code (Sparkplug; FuseServer's own work per request took 27-30 µs instead of 7-11
+// µs, bench/dispatch.ts). Node 24's V8 compiles hot code with its mid tier (Maglev) meanwhile,
+// and keeps that code after the release; functions that turn hot later get TurboFan.
 import { setFlagsFromString } from 'node:v8';
 
 /** How long after a take-over a spare keeps TurboFan off, ms. */

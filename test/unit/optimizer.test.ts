@@ -8,22 +8,24 @@ const OPTIMIZER_MODULE = fileURLToPath(new URL('../../client/optimizer.ts', impo
 
 /**
  * Runs `body` in a fresh Node process (natives syntax on) with the optimizer module as `o`,
- * a hot function, and `warm(ms)`: calls it until V8 has TurboFan code for it or `ms` passed,
- * resolving with whether it has. Returns what the body prints.
+ * two functions to make hot (`hot`, `fresh`), and `warm(ms, f = hot)`: calls `f` until V8 has
+ * TurboFan code for it or `ms` passed, resolving with whether it has. Returns what the body
+ * prints.
  */
 function runHot(body: string): string[] {
   const script = `const o = await import(${JSON.stringify(OPTIMIZER_MODULE)});
 function hot(a) { let s = 0; for (let i = 0; i < 100; i++) s += (a * i) % 7; return s; }
+function fresh(a) { let s = 0; for (let i = 0; i < 100; i++) s += (a * i) % 5; return s; }
 // Bit 6 of V8's OptimizationStatus: the function runs TurboFan code.
-const turbofanned = () => (%GetOptimizationStatus(hot) & 64) !== 0;
-async function warm(ms) {
+const turbofanned = (f = hot) => (%GetOptimizationStatus(f) & 64) !== 0;
+async function warm(ms, f = hot) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
-    for (let i = 0; i < 20000; i++) hot(i);
-    if (turbofanned()) return true;
+    for (let i = 0; i < 20000; i++) f(i);
+    if (turbofanned(f)) return true;
     await new Promise((r) => setImmediate(r));
   }
-  return turbofanned();
+  return turbofanned(f);
 }
 ${body}`;
   const r = spawnSync(process.execPath, ['--allow-natives-syntax', '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
@@ -32,13 +34,15 @@ ${body}`;
   return r.stdout.split('\n').filter(Boolean);
 }
 
+// A function made hot during the hold is not asked about afterwards: Node 24's V8 gives it
+// Maglev code meanwhile, and did not move it on to TurboFan within 10 s of the release.
 test('optimizer: a held process compiles nothing with TurboFan; released, it does', () => {
   const out = runHot(`
 console.log('held', o.holdOptimizer([]), o.optimizerHeld());
 console.log('optimized while held', await warm(1500));
 o.releaseOptimizer(0);
 console.log('released', o.optimizerHeld());
-console.log('optimized after', await warm(10000));`);
+console.log('optimized after', await warm(10000, fresh));`);
   assert.deepEqual(out, ['held true true', 'optimized while held false', 'released false', 'optimized after true']);
 });
 
