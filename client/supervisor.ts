@@ -192,16 +192,21 @@ export class SupervisorClient {
     if (opts.rehearse && holdOptimizer()) this.#opts.log.info({ event: 'client.optimizer_held', afterTakeoverMs: OPTIMIZER_HOLD_MS }, 'TurboFan held until a while after the take-over');
     const collector = new AcquireCollector();
     let fd = -1;
-    // A connection that breaks meanwhile answers every pending request with an ERROR.
-    const result = await new Promise<ReturnType<AcquireCollector['push']>>((resolve) => {
-      this.#sendRequest(link, { type: 'acquire', name, mount, standby: opts.standby ?? false }, (msg, fds) => {
-        if (msg.type === 'acquired' && fds.length === 1) fd = fds[0]!;
-        const p = collector.push(msg, readStateFile(msg, fds));
-        if (p.done) resolve(p);
-        return p.done;
+    let result: ReturnType<AcquireCollector['push']> | undefined;
+    try {
+      // A connection that breaks meanwhile answers every pending request with an ERROR.
+      result = await new Promise<ReturnType<AcquireCollector['push']>>((resolve) => {
+        this.#sendRequest(link, { type: 'acquire', name, mount, standby: opts.standby ?? false }, (msg, fds) => {
+          if (msg.type === 'acquired' && fds.length === 1) fd = fds[0]!;
+          const p = collector.push(msg, readStateFile(msg, fds));
+          if (p.done) resolve(p);
+          return p.done;
+        });
       });
-    });
-    releaseOptimizer('state' in result ? OPTIMIZER_HOLD_MS : 0);
+    } finally {
+      // Also when the request could not be sent (an invalid name throws while encoding).
+      releaseOptimizer(result !== undefined && 'state' in result ? OPTIMIZER_HOLD_MS : 0);
+    }
     if (!('state' in result)) {
       if (fd >= 0) closeFd(fd);
       if ('refused' in result) throw SupervisorError.from(result.refused);

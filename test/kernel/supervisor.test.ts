@@ -39,6 +39,7 @@ import { decodeMessage, encodeMessage, MAX_JOURNAL_CHUNK, MAX_MESSAGE, type Cont
 import { connectSupervisor, SupervisorError, type ClientSession, type SupervisorClient } from '../../client/supervisor.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 import { TEARDOWN_IDLE_MAX_MS } from '../../supervisor/recovery.ts';
+import { optimizerHeld } from '../../client/optimizer.ts';
 import {
   FOREIGN_PEER,
   OWNER,
@@ -253,6 +254,16 @@ test('a second owner gets EBUSY; a standby takes over a SIGKILLed owner with its
   await release('crash', mountpoint);
   dropFd(s.fd);
   rival.close();
+});
+
+test('a spare whose ACQUIRE is refused, or cannot be sent, does not keep TurboFan held (client/optimizer.ts)', async () => {
+  const c = await daemonClient();
+  await assert.rejects(c.acquire('not a session name!', mountSpec(join(sup.dir, 'unused')), { standby: true, rehearse: true }), (err: Error & { code?: string }) => err.code === 'EINVAL' && /session name/.test(err.message));
+  assert.equal(optimizerHeld(), false, 'released after the request could not be encoded');
+  await assert.rejects(c.acquire('no-mountpoint', mountSpec(join(sup.dir, 'no', 'such', 'dir')), { standby: true, rehearse: true }), (err: SupervisorError) => err instanceof SupervisorError);
+  assert.equal(optimizerHeld(), false, 'released after the refusal');
+  assert.ok(c.connected);
+  c.close();
 });
 
 test('a journal longer than one frame is handed over in one sealed memfd (JOURNAL_FILE); neither side keeps it open', async () => {
