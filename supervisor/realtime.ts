@@ -68,12 +68,18 @@ export interface RealtimeScheduling {
    * not busy.
    */
   handedOver(): void;
+  /**
+   * An owner is dying, or a session is being recovered: real-time again now if paused for
+   * being busy, so that the looks, the recovery and the send, a millisecond or two until
+   * handedOver(), are not preempted. The windows decide as usual after that.
+   */
+  recovering(): void;
   stop(): void;
 }
 
 /** Scheduling that never changes: off, or refused. */
 function fixed(status: string): RealtimeScheduling {
-  return { status: () => status, handedOver: () => {}, stop: () => {} };
+  return { status: () => status, handedOver: () => {}, recovering: () => {}, stop: () => {} };
 }
 
 /**
@@ -147,6 +153,13 @@ class RealtimeMainThread implements RealtimeScheduling {
     if (!this.#isRealtime) return;
     this.#switch(false, 'a session was handed over');
     this.#afterHandover = !this.#isRealtime;
+  }
+
+  recovering(): void {
+    // Paused for being busy, the main thread would stay so while a steady load (a probe's
+    // 2000 journal frames a second: 15-20% of a CPU) stays between the two thresholds, and
+    // the recovery could then wait a scheduler tick (4 ms at HZ=250) behind another thread.
+    if (!this.#isRealtime) this.#switch(true, 'an owner is dying or being replaced');
   }
 
   stop(): void {

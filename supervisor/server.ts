@@ -90,7 +90,7 @@ export interface SupervisorOptions {
   log?: Logger;
   metrics?: SupervisorMetrics;
   /** The main thread's real-time scheduling (serve() starts it; supervisor/realtime.ts). */
-  realtime?: Pick<RealtimeScheduling, 'status' | 'handedOver'>;
+  realtime?: Pick<RealtimeScheduling, 'status' | 'handedOver' | 'recovering'>;
 }
 
 /**
@@ -226,7 +226,7 @@ export class Supervisor {
   #exitEventsBuf: Buffer | null = null;
   /** Why thread exit events are off (null: on). */
   #exitEventsOff: string | null = null;
-  readonly #realtime: Pick<RealtimeScheduling, 'status' | 'handedOver'>;
+  readonly #realtime: Pick<RealtimeScheduling, 'status' | 'handedOver' | 'recovering'>;
   /** Owners reported exiting whose threads are not all exiting or parked yet, and until when to look (#ownerDying). */
   readonly #dyingOwners = new Map<Owner, { session: LiveSession; exitCode: number; until: bigint }>();
   /** Wakes #lookAtDyingOwners; exists while exit events are on. */
@@ -242,7 +242,7 @@ export class Supervisor {
     this.#log = opts.log ?? silentLogger();
     this.#metrics = opts.metrics ?? noMetrics;
     this.#version = opts.version;
-    this.#realtime = opts.realtime ?? { status: () => 'off', handedOver: () => {} };
+    this.#realtime = opts.realtime ?? { status: () => 'off', handedOver: () => {}, recovering: () => {} };
     this.#lender = new RealtimeLender();
   }
 
@@ -350,6 +350,7 @@ export class Supervisor {
       if (!o || o.exited || o.connection === null) continue;
       const exit = exits.find((e) => e.pid === o.pid);
       if (!exit) continue;
+      this.#realtime.recovering();
       o.dyingSince ??= { exitNs: exit.atNs };
       this.#ownerDying(s, o, exit.exitCode);
     }
@@ -1418,6 +1419,7 @@ export class Supervisor {
    * hand over with generation + 1.
    */
   async #recover(s: LiveSession, conn: Conn, requestId: number): Promise<void> {
+    this.#realtime.recovering();
     s.recovering = true;
     conn.acquiring = true;
     let loan: RealtimeLoan | string = 'the recovery failed first';

@@ -131,6 +131,36 @@ test('after a hand-over the main thread steps down to SCHED_NORMAL (the new owne
   }
 });
 
+test('a main thread paused for being busy is on SCHED_FIFO again from the owner\'s death to the hand-over', async () => {
+  const sup = await startSupervisor({ env: { FUSEKEEPER_LOG_LEVEL: 'debug' } });
+  const clients = await Promise.all([0, 1, 2, 3].map(() => connectSupervisor({ socket: sup.socket, role: 'cli', reconnect: false, heartbeatMs: 0 })));
+  let busy = true;
+  const loops = clients.map(async (c) => {
+    while (busy) await c.status();
+  });
+  try {
+    await sup.waitEvent('supervisor.realtime_paused', (e) => e.usedPct !== undefined, 10_000);
+    await takeOver(
+      sup,
+      'busy',
+      async (_standby, recovered, from) => {
+        const resumed = await sup.waitEvent('supervisor.realtime_resumed', (e) => e.why === 'an owner is dying or being replaced', 10_000, from);
+        const steppedDown = await sup.waitEvent('supervisor.realtime_paused', (e) => e.why === 'a session was handed over', 10_000, from);
+        const line = (e: LogEvent): number => sup.events().indexOf(e);
+        assert.ok(line(resumed) < line(recovered), 'back on SCHED_FIFO before the hand-over');
+        assert.ok(line(steppedDown) > line(resumed), 'and stepped down at it');
+      },
+      // The status requests keep it paused up to the kill.
+      () => assert.equal(threadPolicy(sup.pid).policy, SCHED_OTHER, 'paused at the kill'),
+    );
+  } finally {
+    busy = false;
+    await Promise.all(loops);
+    for (const c of clients) c.close();
+    await sup.cleanup();
+  }
+});
+
 /** A `sleep 600` (through `prefix`, e.g. chrt) that the test kills; resolves once it runs sleep itself. */
 async function sleeper(prefix: string[] = []): Promise<ChildProcess & { gone(): Promise<void> }> {
   const [cmd, ...args] = [...prefix, '/bin/sleep', '600'];
