@@ -12,11 +12,11 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sessionNameFromMountpoint } from '../../protocol/index.ts';
-import { startSupervisor, runCli, sessionDir, waitUntil, type SupervisorProcess } from './helpers/supervisor.ts';
+import { CHILD_READY_MS, startSupervisor, runCli, sessionDir, waitUntil, type SupervisorProcess } from './helpers/supervisor.ts';
 import { startSupervisedMirror, type SupervisedMirror } from './helpers/supervised-mirror.ts';
 import { isMounted } from './helpers/mirror.ts';
 
-const HOLDER = new URL('./helpers/holder.ts', import.meta.url).pathname;
+const HOLDER = new URL('./helpers/holder.mjs', import.meta.url).pathname;
 /**
  * The VM tier (test/vm) runs this file again on a kernel with the recovery series
  * (FUSEKEEPER_VM_KERNEL=patched: CLOSE_ALL, backing-inode compare) and without it.
@@ -61,7 +61,7 @@ function app(argv: string[]): App {
     lines,
     stderr: () => err,
     exit,
-    waitLine: (prefix, timeoutMs = 20_000) => waitUntil(() => lines.find((l) => l.startsWith(prefix)), `a line "${prefix}..." from ${argv.join(' ')} (stderr: ${err})`, timeoutMs),
+    waitLine: (prefix, timeoutMs = CHILD_READY_MS) => waitUntil(() => lines.find((l) => l.startsWith(prefix)), `a line "${prefix}..." from ${argv.join(' ')} (stderr: ${err})`, timeoutMs),
   };
 }
 
@@ -141,7 +141,7 @@ describe('supervised mirrorfs survives daemon crashes', () => {
       writeFileSync(join(s.source, 'data.bin'), content);
       const first = await s.daemon();
       const stop = join(s.dir, 'stop');
-      const reader = app([process.execPath, '--import', 'tsx', HOLDER, join(s.mountpoint, 'data.bin'), stop]);
+      const reader = app([process.execPath, HOLDER, join(s.mountpoint, 'data.bin'), stop]);
       apps.push(reader);
       await reader.waitLine('open');
       await sleep(200);
@@ -189,7 +189,7 @@ describe('supervised mirrorfs survives daemon crashes', () => {
       writeFileSync(join(s.source, 'kept.txt'), 'kept');
       const stop = join(s.dir, 'stop');
       const first = await s.daemon();
-      const reader = app([process.execPath, '--import', 'tsx', HOLDER, join(s.mountpoint, 'kept.txt'), stop]);
+      const reader = app([process.execPath, HOLDER, join(s.mountpoint, 'kept.txt'), stop]);
       apps.push(reader);
       await reader.waitLine('open');
       assert.deepEqual(await first.kill('SIGTERM'), { code: 0, signal: null }, first.stderr());
@@ -336,7 +336,7 @@ describe('supervised mirrorfs survives daemon crashes', () => {
       assert.ok(freeBytes(s.source) < baseline - (20 << 20));
       const first = await s.daemon(fault);
       const stop = join(s.dir, 'stop');
-      const holder = app([process.execPath, '--import', 'tsx', HOLDER, join(s.mountpoint, 'big.bin'), stop]);
+      const holder = app([process.execPath, HOLDER, join(s.mountpoint, 'big.bin'), stop]);
       apps.push(holder);
       if (fault) {
         // The OPEN dies with the daemon, between backing open and journal report.

@@ -17,7 +17,7 @@ import { startSupervisedMirror } from './helpers/supervised-mirror.ts';
 import type { SessionStatus } from '../../supervisor/session.ts';
 import { sessionNameFromMountpoint } from '../../protocol/index.ts';
 
-const HOLDER = new URL('./helpers/holder.ts', import.meta.url).pathname;
+const HOLDER = new URL('./helpers/holder.mjs', import.meta.url).pathname;
 
 function alive(pid: number): boolean {
   try {
@@ -62,7 +62,7 @@ test('managed mirrorfs with a warm standby: the owner is SIGKILLed, the spare ta
     assert.match(readFileSync(`/proc/${sparePid}/environ`, 'utf8'), /(^|\0)FUSEKEEPER_SPARE=1\0/, 'a daemon configured with a spare is told to prepare as one');
 
     const stop = join(dir, 'stop');
-    reader = spawn(process.execPath, ['--import', 'tsx', HOLDER, join(mountpoint, 'data.bin'), stop], { stdio: ['ignore', 'pipe', 'pipe'] });
+    reader = spawn(process.execPath, [HOLDER, join(mountpoint, 'data.bin'), stop], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     reader.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));

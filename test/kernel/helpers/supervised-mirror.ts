@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { MIRRORFS_CLI } from './mirror.ts';
+import { CHILD_READY_MS } from './supervisor.ts';
 
 const COMPILED = new URL('../../../dist/bundle/fusekeeper-mirrorfs.mjs', import.meta.url).pathname;
 
@@ -47,7 +48,7 @@ export async function startSupervisedMirror(opts: { source: string; mountpoint: 
       return exit;
     },
   };
-  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const timeoutMs = opts.timeoutMs ?? CHILD_READY_MS;
   let timer: NodeJS.Timeout | undefined;
   const ok = await Promise.race([ready, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)))]);
   clearTimeout(timer);

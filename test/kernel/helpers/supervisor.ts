@@ -17,6 +17,13 @@ export const CLI = process.env.FUSEKEEPER_TEST_CLI ?? join(ROOT, 'bin/fusekeeper
 export const OWNER = join(ROOT, 'test/kernel/helpers/owner.ts');
 export const FOREIGN_PEER = join(ROOT, 'test/kernel/helpers/foreign-peer.ts');
 
+/**
+ * How long a child the tests start may take to get ready or print a line. The VM tier
+ * (FUSEKEEPER_VM_KERNEL set) emulates the CPU (TCG): Node starts 10-15x slower there, and tsx
+ * takes 9 s to load on a quiet host.
+ */
+export const CHILD_READY_MS = process.env.FUSEKEEPER_VM_KERNEL ? 60_000 : 20_000;
+
 /** Polls `check` until it returns a truthy value; throws after `timeoutMs` saying what was awaited. */
 export async function waitUntil<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 10): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
