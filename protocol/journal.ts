@@ -411,11 +411,16 @@ export class JournalStore {
     this.#tags[slot] = tag;
   }
 
-  /** The ids whose tag is `tag`, in slot order. */
-  idsTagged(tag: number): number[] {
+  /**
+   * The ids whose tag is `tag`, in slot order. A typed array of the exact length: for 100k ids
+   * an array grown by push left 2 MB of garbage on the JS heap at every hand-over.
+   */
+  idsTagged(tag: number): Uint32Array {
     this.#map();
-    const out: number[] = [];
-    for (let i = 0; i < this.#size; i++) if (this.#tags[i] === tag) out.push(this.#bytes.readUInt32LE(i * E));
+    let n = 0;
+    for (let i = 0; i < this.#size; i++) if (this.#tags[i] === tag) n++;
+    const out = new Uint32Array(n);
+    for (let i = 0, k = 0; k < n; i++) if (this.#tags[i] === tag) out[k++] = this.#bytes.readUInt32LE(i * E);
     return out;
   }
 

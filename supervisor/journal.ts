@@ -165,8 +165,8 @@ export class BackingJournal {
    * Settles the hand-over: returns the ids handed over, never adopted and still journaled
    * (they stay journaled until the caller closes them). Empty when no hand-over is pending.
    */
-  settle(): number[] {
-    if (!this.#handingOver) return [];
+  settle(): Uint32Array {
+    if (!this.#handingOver) return new Uint32Array(0);
     this.#handingOver = false;
     this.#adopted = 0;
     return this.#store.idsTagged(INHERITED);

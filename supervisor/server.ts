@@ -187,7 +187,7 @@ interface LiveSession extends Session {
   /** Ids probed at the last hand-over, reported in ADOPTED. */
   probedAtHandover: number;
   /** Inherited ids nobody adopted, still to be closed (after ADOPTED was answered), in chunks. */
-  pendingClose: { ids: number[]; next: number; timer: NodeJS.Immediate | null } | null;
+  pendingClose: { ids: Uint32Array; next: number; timer: NodeJS.Immediate | null } | null;
   recovering: boolean;
   /** Owners that handed over cleanly (drain). */
   handovers: number;
@@ -1675,7 +1675,7 @@ export class Supervisor {
     const end = all ? p.ids.length : Math.min(p.ids.length, p.next + CLOSE_CHUNK);
     let r: { closed: number; alreadyGone: number };
     try {
-      r = closeUnadopted(s.fd, s.journal, p.ids.slice(p.next, end));
+      r = closeUnadopted(s.fd, s.journal, p.ids.subarray(p.next, end));
     } catch (err) {
       s.pendingClose = null;
       this.#log.error({ event: 'journal.close_failed', session: s.name, left: p.ids.length - p.next, err: (err as Error).message }, `closing unadopted backing ids of ${s.name} failed`);
