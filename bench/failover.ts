@@ -457,6 +457,9 @@ async function runScenario(sc: Scenario, rounds: number, probeBin: string, raw: 
       hostSteal: {
         pctOfCpuTime: round2((100 * (ticksAfter.steal - ticksBefore.steal)) / Math.max(1, ticksAfter.total - ticksBefore.total)),
         roundsWithStealIn50Ms: records.filter((x) => (x.stealTicksIn50Ms ?? 0) > 0).length,
+        // The blackout where the host took no CPU time from this VM in the 50 ms after the
+        // kill (/proc/stat steal): what the code does, apart from what the host does to it.
+        blackoutMsInRoundsWithoutSteal: stats(per.filter((_, i) => (records[i]!.stealTicksIn50Ms ?? 0) === 0).map((b) => ms(b.ns))),
       },
       ...(sc.kind === 'bare'
         ? {
@@ -567,7 +570,8 @@ export async function run(argv: string[] = []): Promise<void> {
       const res = await runScenario(sc, rounds, probeBin, values.raw === true, realtime, mirrorfsArgs, statePlace);
       figures[sc.name] = { ...res, seconds: Math.round((Date.now() - t) / 1000) };
       const b = res.blackoutMs as Record<string, number>;
-      process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max}; supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);
+      const quiet = (res.hostSteal as { blackoutMsInRoundsWithoutSteal: Record<string, number> }).blackoutMsInRoundsWithoutSteal;
+      process.stdout.write(`  blackout ms: min ${b.min} median ${b.median} p99 ${b.p99} max ${b.max} (in the ${quiet.n} rounds without host steal: median ${quiet.median} p99 ${quiet.p99}); supervisor ${JSON.stringify(res.supervisor)}; probe errors ${String(res.probeErrors)}\n`);
     }
   } finally {
     process.off('SIGINT', onSignal);
