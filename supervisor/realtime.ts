@@ -82,6 +82,9 @@ function fixed(status: string): RealtimeScheduling {
   return { status: () => status, handedOver: () => {}, recovering: () => {}, stop: () => {} };
 }
 
+/** No real-time scheduling (a Supervisor that was given none: embedding, tests). */
+export const REALTIME_OFF: RealtimeScheduling = fixed('off');
+
 /**
  * Moves the calling (main) thread to SCHED_FIFO `priority`, the threads and processes it
  * starts keeping SCHED_NORMAL, and looks at its CPU time every REALTIME_WINDOW_MS

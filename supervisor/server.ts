@@ -72,7 +72,7 @@ import { cleanBacking, fenceOwner, moveOffCpu, replayInFlight, RecoveryError, RE
 import { silentLogger, holdLogsThisTurn, type Logger } from './log.ts';
 import { noMetrics, type SupervisorMetrics } from './metrics.ts';
 import type { SupervisorConfig } from './config.ts';
-import { RealtimeLender, type RealtimeLoan, type RealtimeScheduling } from './realtime.ts';
+import { REALTIME_OFF, RealtimeLender, type RealtimeLoan, type RealtimeScheduling } from './realtime.ts';
 import type { Owner, Session, SessionStatus } from './session.ts';
 import type { PersistedSession } from './state.ts';
 
@@ -89,8 +89,8 @@ export interface SupervisorOptions {
   version: string;
   log?: Logger;
   metrics?: SupervisorMetrics;
-  /** The main thread's real-time scheduling (serve() starts it; supervisor/realtime.ts). */
-  realtime?: Pick<RealtimeScheduling, 'status' | 'handedOver' | 'recovering'>;
+  /** The main thread's real-time scheduling (serve() starts and stops it; supervisor/realtime.ts). */
+  realtime?: Omit<RealtimeScheduling, 'stop'>;
 }
 
 /**
@@ -226,7 +226,7 @@ export class Supervisor {
   #exitEventsBuf: Buffer | null = null;
   /** Why thread exit events are off (null: on). */
   #exitEventsOff: string | null = null;
-  readonly #realtime: Pick<RealtimeScheduling, 'status' | 'handedOver' | 'recovering'>;
+  readonly #realtime: NonNullable<SupervisorOptions['realtime']>;
   /** Owners reported exiting whose threads are not all exiting or parked yet, and until when to look (#ownerDying). */
   readonly #dyingOwners = new Map<Owner, { session: LiveSession; exitCode: number; until: bigint }>();
   /** Wakes #lookAtDyingOwners; exists while exit events are on. */
@@ -242,7 +242,7 @@ export class Supervisor {
     this.#log = opts.log ?? silentLogger();
     this.#metrics = opts.metrics ?? noMetrics;
     this.#version = opts.version;
-    this.#realtime = opts.realtime ?? { status: () => 'off', handedOver: () => {}, recovering: () => {} };
+    this.#realtime = opts.realtime ?? REALTIME_OFF;
     this.#lender = new RealtimeLender();
   }
 

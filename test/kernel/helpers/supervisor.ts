@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { findMount, parseMountInfo, unmountFuse } from '../../../kernel/mount.ts';
 import type { MountSpec } from '../../../protocol/index.ts';
 import { cpuCgroupV1 } from '../../../supervisor/realtime.ts';
+import { vmKernel } from '../../vm/guest/env.ts';
 import type { OwnerPlan, OwnerReport } from './owner.ts';
 
 export const ROOT = new URL('../../../', import.meta.url).pathname.replace(/\/$/, '');
@@ -19,10 +20,10 @@ export const FOREIGN_PEER = join(ROOT, 'test/kernel/helpers/foreign-peer.ts');
 
 /**
  * How long a child the tests start may take to get ready or print a line. The VM tier
- * (FUSEKEEPER_VM_KERNEL set) emulates the CPU (TCG): Node starts 10-15x slower there, and tsx
- * takes 9 s to load on a quiet host.
+ * emulates the CPU (TCG): Node starts 10-15x slower there, and tsx takes 9 s to load on a
+ * quiet host.
  */
-export const CHILD_READY_MS = process.env.FUSEKEEPER_VM_KERNEL ? 60_000 : 20_000;
+export const CHILD_READY_MS = vmKernel ? 60_000 : 20_000;
 
 /** Polls `check` until it returns a truthy value; throws after `timeoutMs` saying what was awaited. */
 export async function waitUntil<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 10): Promise<NonNullable<T>> {
