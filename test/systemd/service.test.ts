@@ -155,7 +155,13 @@ test('Type=notify: the supervisor reports READY=1, and STATUS= shows in systemct
   const s = await status();
   assert.equal(s.supervisor.processId, Number(p.MainPID));
   assert.equal(s.supervisor.exitEvents, 'on', 'the unit lets the supervisor listen to process events (CAP_NET_ADMIN, AF_NETLINK)');
-  assert.equal(s.supervisor.realtime, 'SCHED_FIFO 1', 'the unit lets the supervisor run its main thread real-time (CAP_SYS_NICE, no RestrictRealtime=)');
+  // Its start-up can take more than a quarter of a CPU in a 100 ms window (29-42% in CI):
+  // it is then on SCHED_NORMAL until a window is idle (supervisor/realtime.ts).
+  const realtime = await waitUntil(async () => {
+    const r = (await status()).supervisor.realtime;
+    return r === 'SCHED_FIFO 1' ? r : undefined;
+  }, 'the main thread on SCHED_FIFO 1', 15_000, 100).catch(async () => (await status()).supervisor.realtime);
+  assert.equal(realtime, 'SCHED_FIFO 1', 'the unit lets the supervisor run its main thread real-time (CAP_SYS_NICE, no RestrictRealtime=)');
   // `systemctl reload` (ExecReload= sends SIGHUP): RELOADING=1, the config re-read, READY=1.
   assert.equal(um.systemctl('reload', SUPERVISOR).status, 0);
   await waitUntil(() => um.log('fusekeeper').includes('"event":"supervisor.reloaded"'), 'the supervisor to reload');
