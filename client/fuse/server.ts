@@ -87,6 +87,9 @@ export interface FuseLogger {
   error(obj: object, msg?: string): void;
 }
 
+/** A logger that drops everything: for rehearsals, whose lines would only mislead. */
+export const QUIET_LOGGER: FuseLogger = { info() {}, warn() {}, error() {} };
+
 export interface FuseServerOptions {
   /** What to ask for in INIT. `maxWrite` also sizes the read buffer. */
   init: InitWanted;
@@ -167,11 +170,11 @@ export class FuseServer {
    * session link, so that the first requests after a take-over do not pay for V8's
    * first-run compilation. For a warm standby, before it waits. The handlers run for real
    * (a LOOKUP, OPEN and READ of root entry `name`, if given): give it operations whose
-   * state is thrown away, not the instance that will serve the session.
+   * state is thrown away, not the instance that will serve the session. `onInit` gets the
+   * settlement of the rehearsal's INIT, for a rehearsal of resuming with it.
    */
-  static async rehearse(ops: FuseOperations, opts: { init: InitWanted; name?: string }): Promise<RehearsalReport> {
-    const quiet: FuseLogger = { info() {}, warn() {}, error() {} };
-    const server = new FuseServer(-1, ops, { init: opts.init, log: quiet });
+  static async rehearse(ops: FuseOperations, opts: { init: InitWanted; name?: string; onInit?: (init: SessionInit) => void }): Promise<RehearsalReport> {
+    const server = new FuseServer(-1, ops, { init: opts.init, log: QUIET_LOGGER, onInit: opts.onInit });
     const report = await rehearseRequests((frame) => server.#rehearseOne(frame), opts.init.flags, opts.name);
     // A resumed owner decodes the INIT settlement its predecessor saved.
     if (server.#init) decodeSessionInit(encodeSessionInit(server.#init));

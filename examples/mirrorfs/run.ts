@@ -10,17 +10,17 @@
 // unmounts: only `fusekeeper release NAME` does.
 import { realpathSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { closeFd } from '../../native/index.ts';
+import { closeFd, createSocketPair } from '../../native/index.ts';
 import { InitFlags } from '../../kernel/abi.ts';
 import { openFuseDevice } from '../../kernel/device.ts';
 import { mountFuse, unmountFuse, findMount } from '../../kernel/mount.ts';
 import { hasCapSysAdmin } from '../../kernel/doctor.ts';
-import { sessionNameFromMountpoint, type MountSpec } from '../../protocol/index.ts';
+import { JournalEntries, sessionNameFromMountpoint, type MountSpec } from '../../protocol/index.ts';
 import { connectSupervisor, type SupervisorClient } from '../../client/supervisor.ts';
 import type { AcquiredSession, SessionLink } from '../../client/session.ts';
-import { FuseServer, type FuseLogger, type FuseServerOptions, type SessionInit, type StopReason } from '../../client/fuse/server.ts';
+import { FuseServer, QUIET_LOGGER, type FuseLogger, type FuseServerOptions, type SessionInit, type StopReason } from '../../client/fuse/server.ts';
 import { BackingTable, journalHooks, type BackingHooks } from '../../client/fuse/passthrough.ts';
-import { decodeSessionInit } from '../../client/fuse/session-init.ts';
+import { decodeSessionInit, encodeSessionInit } from '../../client/fuse/session-init.ts';
 import type { InitWanted } from '../../client/fuse/codec.ts';
 import { MirrorFs } from './mirrorfs.ts';
 import { HANDLE_KEY_PREFIX, readCheckpoint, type CheckpointSink } from './checkpoint.ts';
@@ -233,7 +233,8 @@ async function runSupervised(opts: MirrorRunOptions, socket: string): Promise<nu
     throw err;
   }
   try {
-    if (opts.spare) await prepareStandby(opts);
+    // SIGINT or SIGTERM while the spare prepared: it stops before taking a session.
+    if (opts.spare && !(await prepareStandby(opts))) return 0;
     const session = await client.acquire(name, mirrorMountSpec(opts), { standby: opts.standby === true, rehearse: opts.spare === true });
     try {
       return await serveSession(client, session, opts, process.hrtime.bigint());
@@ -260,10 +261,12 @@ const STANDBY_REHEARSALS = 10;
  * this also starts libuv's thread pool (the first fs call on it creates the threads), checks
  * the source directory, and rehearses the request path (FuseServer.rehearse) on a scratch
  * mirror of the source that is thrown away: a few read-only requests, looking up and reading
- * the first regular file of the source root if there is one; then restores a second scratch
- * mirror from the first one's checkpoint. All of it STANDBY_REHEARSALS times.
+ * the first regular file of the source root if there is one; then takes over a made-up
+ * session resumed from that mirror's checkpoint (rehearseResume). All of it
+ * STANDBY_REHEARSALS times. Resolves false when SIGINT or SIGTERM came during the take-over
+ * rehearsal, whose handlers took it.
  */
-async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
+async function prepareStandby(opts: MirrorRunOptions): Promise<boolean> {
   const root = await fsp.stat(opts.source);
   if (!root.isDirectory()) throw new UsageError(`source ${opts.source} is not a directory`);
   let name: string | undefined;
@@ -294,20 +297,73 @@ async function prepareStandby(opts: MirrorRunOptions): Promise<void> {
   for (let i = 0; i < STANDBY_REHEARSALS; i++) {
     recorded.clear();
     whileOpen = undefined;
+    let settled: SessionInit | undefined;
     const scratch = await MirrorFs.create({ source: opts.source, metadataCalls: opts.metadataCalls, backing: null, checkpoint: { sink: recorder } });
     try {
-      rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name });
+      rehearsal = await FuseServer.rehearse(scratch, { init: initWanted(opts.passthrough), name, onInit: (init) => (settled = init) });
     } finally {
       await scratch.closeAll();
     }
-    const previous = readCheckpoint(whileOpen ?? recorded);
-    const resumed = await MirrorFs.create({ source: opts.source, metadataCalls: opts.metadataCalls, backing: null, checkpoint: { sink: { checkpointPut() {}, checkpointDelete() {} }, previous } });
-    await resumed.closeAll();
+    if (!(await rehearseResume(opts, whileOpen ?? recorded, settled))) return false;
   }
   opts.log.info({ event: 'mirrorfs.standby', source: opts.source, mountpoint: opts.mountpoint, pid: process.pid, rehearsal }, 'warm standby: waiting for the session');
+  return true;
 }
 
-async function serveSession(client: SupervisorClient, session: AcquiredSession & SessionLink, opts: MirrorRunOptions, acquiredAt: bigint): Promise<number> {
+/**
+ * Takes over a made-up session as a spare takes over the real one (serveSession), so that
+ * the code a take-over runs once has run before it: decoding the checkpoint and the INIT
+ * settlement, restoring the tables and reopening the handles, adopting, starting to serve
+ * (Node's signal handling included). Measured on the failover bench (perf): at the take-over,
+ * serveSession and serveMirror missed their property caches, built their object literals'
+ * boilerplates and loaded Node's signal binding, which they had never run. The session is
+ * resumed from `checkpoint` with settlement `init`, served on one end of a socket pair that
+ * never turns readable, drained at once, and logs nothing; nothing reaches the supervisor.
+ * Resolves false when SIGINT or SIGTERM came meanwhile.
+ */
+async function rehearseResume(opts: MirrorRunOptions, checkpoint: ReadonlyMap<string, Buffer>, init: SessionInit | undefined): Promise<boolean> {
+  let pair: [number, number];
+  try {
+    pair = createSocketPair('seqpacket');
+  } catch {
+    return true; // no fds left now (EMFILE?): the rehearsal only warms the code up
+  }
+  const [fd, peer] = pair;
+  let signalled = false;
+  const onSignal = (): void => {
+    signalled = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const session: AcquiredSession & SessionLink = {
+      name: 'rehearsal',
+      fd,
+      resumed: true,
+      generation: 0,
+      strategy: 'journal',
+      init: init ? encodeSessionInit(init) : null,
+      checkpoint,
+      journal: JournalEntries.EMPTY,
+      journalOpen() {},
+      journalClose() {},
+      saveInit() {},
+      checkpointPut() {},
+      checkpointDelete() {},
+      adopt: () => Promise.resolve({ closed: 0, probed: 0 }),
+    };
+    const drainAtOnce = { onDrainRequest: (cb: (name: string) => void) => cb(session.name), drained() {} };
+    await serveSession(drainAtOnce, session, { ...opts, statsFile: undefined, log: QUIET_LOGGER }, process.hrtime.bigint());
+  } finally {
+    closeFd(fd);
+    closeFd(peer);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return !signalled;
+}
+
+async function serveSession(client: Pick<SupervisorClient, 'onDrainRequest' | 'drained'>, session: AcquiredSession & SessionLink, opts: MirrorRunOptions, acquiredAt: bigint): Promise<number> {
   const us = (): number => Number((process.hrtime.bigint() - acquiredAt) / 1000n);
   const resumeUs: Record<string, number> = {};
   const { fd, resumed } = session;
