@@ -1,11 +1,11 @@
 // File operations Node's fs module does not offer: mknod, renameat2 flags, xattrs,
 // fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, file handles and nanosecond timestamps;
 // and reads of small files and links into a caller's buffer, without the allocations and
-// extra calls of fs.readFileSync (an fstat) and fs.readlinkSync. All throw `NativeError`;
-// none takes ownership of an fd.
+// extra calls of fs.readFileSync (an fstat) and fs.readlinkSync. All but readGeneratedFile
+// (which returns the errno) throw `NativeError`; none takes ownership of an fd.
 import { sys, lastErrno } from './libc.ts';
 import { NativeError, errnoValue } from './errors.ts';
-import { O, openFd, readFd } from './fd.ts';
+import { O, readFd } from './fd.ts';
 
 const AT_FDCWD = -100;
 
