@@ -162,6 +162,7 @@ export function setCloseOnExec(fd: number): void {
 
 const SYS_kcmp = 312;
 const KCMP_FILE = 0;
+const KCMP_FILES = 2;
 
 /**
  * Whether two fds of this process refer to the same open file description (kcmp(2)
@@ -172,6 +173,19 @@ const KCMP_FILE = 0;
 export function sameOpenFile(fdA: number, fdB: number): boolean {
   const r = Number(sys.syscall(SYS_kcmp, 'long', process.pid, 'long', process.pid, 'long', KCMP_FILE, 'long', fdA, 'long', fdB));
   if (r < 0) throw new NativeError('kcmp', lastErrno(), `${fdA} ${fdB}`);
+  return r === 0;
+}
+
+/**
+ * Whether threads `tidA` and `tidB` (of any process) share one fd table (kcmp(2)
+ * KCMP_FILES): true for the threads of a process unless one of them unshared its table
+ * (unshare(CLONE_FILES), clone without CLONE_FILES). A thread past exit_files() has none and
+ * shares it with no one. Throws `NativeError` (`ENOSYS` without CONFIG_KCMP, `ESRCH` for a
+ * thread that is gone, `EPERM` without ptrace access to both).
+ */
+export function sameFileTable(tidA: number, tidB: number): boolean {
+  const r = Number(sys.syscall(SYS_kcmp, 'long', tidA, 'long', tidB, 'long', KCMP_FILES, 'long', 0, 'long', 0));
+  if (r < 0) throw new NativeError('kcmp', lastErrno(), `${tidA} ${tidB}`);
   return r === 0;
 }
 

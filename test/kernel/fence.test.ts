@@ -11,8 +11,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { isDying, moveOffCpu, parkedAt, restoreThreads, scanThreads, statFields, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
-import { closeFd, cpuAffinity, readThreadExits, setCpuAffinity, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
+import { isDying, moveOffCpu, parkedAt, restoreThreads, ringInFileTables, scanThreads, statFields, threadsFenced, usesIoUring, yieldExitingThreads, type ThreadScan } from '../../supervisor/recovery.ts';
+import { closeFd, cpuAffinity, NativeError, readThreadExits, sameFileTable, setCpuAffinity, subscribeThreadExits, watchFd, type ThreadExit } from '../../native/index.ts';
 import { waitUntil, tempDir } from './helpers/supervisor.ts';
 
 test('a live process is not dying: its sleeping thread waits where a parked one would, but has no SIGKILL pending', async (t) => {
@@ -25,14 +25,37 @@ test('a live process is not dying: its sleeping thread waits where a parked one 
   assert.deepEqual(scanThreads(child.pid!), { exiting: [], parked: [], others: 1, runnable: [] }, 'sleep runs one thread, neither exiting nor parked (nor SIGKILLed)');
 });
 
-test('a SIGKILLed Node process: thread exit events come, and every thread is exiting or parked while its fds are still open', async (t) => {
+/**
+ * The heap of the Node processes the fence tests kill: 200 MB, so that freeing it takes the
+ * last thread milliseconds and the process's fds stay open that long. Run at nice 19 (the
+ * supervisor idles such threads too), so that on a 1-CPU VM guest the test gets the CPU to
+ * look before that teardown is done: in one CI run at nice 0 it did not, and found the fds
+ * closed.
+ */
+const BIG_NODE = ['nice', '-n', '19', process.execPath, '-e', 'globalThis.k=[];for(let i=0;i<200;i++)k.push(Buffer.alloc(1<<20,1).toString("latin1"));console.log("ready");setInterval(()=>{},1e6)'];
+
+interface FencedLook {
+  /** The first thread exit event of the process. */
+  exit: ThreadExit;
+  /** Its fds still open, threads and scan at the look that found none of them other. */
+  fds: number;
+  threads: number;
+  scan: ThreadScan;
+  /** How many looks it took. */
+  looks: number;
+  /** Its exiting threads moved to SCHED_IDLE, and their policies afterwards. */
+  yielded: number;
+  policies: number[];
+}
+
+/**
+ * SIGKILLs `child` (printed "ready" already) and, as the supervisor does, looks at its threads
+ * at each batch of thread exit events and every millisecond after the first, until every
+ * thread is exiting or parked (scanThreads).
+ */
+async function killAndLook(t: TestContext, child: ChildProcess): Promise<FencedLook & { killedAt: bigint }> {
   const events = subscribeThreadExits();
   const buf = Buffer.alloc(64 * 1024);
-  // 200 MB of heap: freeing it takes the last thread milliseconds, so its fds stay open that
-  // long. At nice 19 (the supervisor idles such threads too), so that on a 1-CPU VM guest this
-  // process gets the CPU to look before that teardown is done: in one CI run at nice 0 it did
-  // not, and found the fds closed.
-  const child = spawn('nice', ['-n', '19', process.execPath, '-e', 'globalThis.k=[];for(let i=0;i<200;i++)k.push(Buffer.alloc(1<<20,1).toString("latin1"));console.log("ready");setInterval(()=>{},1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
   let poll: ReturnType<typeof watchFd> | undefined;
   let timer: NodeJS.Timeout | undefined;
   t.after(() => {
@@ -41,14 +64,10 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
     child.kill('SIGKILL');
     closeFd(events);
   });
-  await new Promise((r) => child.stdout!.once('data', r));
   const pid = child.pid!;
-  assert.ok(readdirSync(`/proc/${pid}/task`).length > 1, 'Node runs several threads');
-  assert.equal(threadsFenced(pid), false);
-  // As the supervisor does: look at each batch of exit events, and every millisecond after
-  // the first, until every thread is exiting or parked.
   let killedAt = 0n;
-  const seen = await new Promise<{ exit: ThreadExit; fds: number; threads: number; scan: ThreadScan; yielded: number; policies: number[] }>((resolve, reject) => {
+  let looks = 0;
+  const seen = await new Promise<FencedLook>((resolve, reject) => {
     let first: ThreadExit | undefined;
     const deadline = Date.now() + 5000;
     const check = (): void => {
@@ -60,12 +79,13 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
       if (!first) return;
       const threads = threadCount(pid);
       const scan = scanThreads(pid);
+      looks++;
       if (scan.others > 0) return;
       poll!.close();
       poll = undefined;
       clearInterval(timer);
       const yielded = yieldExitingThreads(scan.exiting);
-      resolve({ exit: first, fds: openFds(pid), threads, scan, yielded: yielded.length, policies: schedPolicies(pid, yielded) });
+      resolve({ exit: first, fds: openFds(pid), threads, scan, looks, yielded: yielded.length, policies: schedPolicies(pid, yielded) });
     };
     poll = watchFd(events, { readable: true }, () => {
       const exit = readThreadExits(events, buf).exits.find((e) => e.pid === pid);
@@ -76,9 +96,20 @@ test('a SIGKILLed Node process: thread exit events come, and every thread is exi
     killedAt = process.hrtime.bigint();
     child.kill('SIGKILL');
   });
+  return { ...seen, killedAt };
+}
+
+test('a SIGKILLed Node process: thread exit events come, and every thread is exiting or parked while its fds are still open', async (t) => {
+  const child = spawn(BIG_NODE[0]!, BIG_NODE.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((r) => child.stdout!.once('data', r));
+  const pid = child.pid!;
+  assert.ok(readdirSync(`/proc/${pid}/task`).length > 1, 'Node runs several threads');
+  assert.equal(threadsFenced(pid), false);
+  const seen = await killAndLook(t, child);
   assert.equal(seen.exit.exitCode, 9, 'a thread killed by SIGKILL exits with code 9');
   // Not before the kill: equal is possible where the clock ticks coarsely (the VM guests').
-  assert.ok(seen.exit.atNs >= killedAt && seen.exit.atNs <= process.hrtime.bigint(), `the event's timestamp (${seen.exit.atNs}) is on this process's CLOCK_MONOTONIC, not before the kill (${killedAt})`);
+  assert.ok(seen.exit.atNs >= seen.killedAt && seen.exit.atNs <= process.hrtime.bigint(), `the event's timestamp (${seen.exit.atNs}) is on this process's CLOCK_MONOTONIC, not before the kill (${seen.killedAt})`);
   assert.ok(seen.fds > 0, 'its fds are still open once every thread is exiting or parked: they close after the memory is freed');
   assert.ok(seen.scan.exiting.length + seen.scan.parked.length <= seen.threads, `${JSON.stringify(seen.scan)} of ${seen.threads} threads`);
   assert.equal(seen.yielded, seen.scan.exiting.length, 'each exiting thread can be moved to SCHED_IDLE');
@@ -157,6 +188,38 @@ test("usesIoUring finds an io_uring instance among a process's fds (scanThreads 
   assert.equal(usesIoUring(0x7fffffff), true, 'fds that cannot be listed count as a ring');
 });
 
+test("ringInFileTables lists each fd table once, through a thread that has one", async (t) => {
+  const child = await startHelper(t, 'io-uring-holder', [process.execPath, '-e', 'console.log("ready");setInterval(()=>{},1e6)']);
+  const tids = readdirSync(`/proc/${child.pid}/task`).map(Number);
+  assert.ok(tids.length > 1, 'Node runs several threads');
+  let kcmp = true;
+  try {
+    sameFileTable(process.pid, process.pid);
+  } catch (err) {
+    // The VM tier's kernels are built without CONFIG_KCMP: each thread's table is listed then.
+    assert.ok(err instanceof NativeError && err.code === 'ENOSYS', String(err));
+    kcmp = false;
+  }
+  if (kcmp) {
+    assert.ok(tids.every((tid) => sameFileTable(child.pid!, tid)), "a process's threads share one fd table");
+    assert.equal(sameFileTable(process.pid, child.pid!), false, 'two processes do not');
+    assert.throws(() => sameFileTable(process.pid, 0x7fffffff), (err: unknown) => err instanceof NativeError && err.code === 'ESRCH');
+  }
+  assert.equal(ringInFileTables(tids.filter((tid) => tid !== child.pid)), true, 'the ring is found through any thread, not only the leader');
+  assert.equal(ringInFileTables([process.pid, ...readdirSync(`/proc/${process.pid}/task`).map(Number)]), false, 'this process holds none');
+  assert.equal(ringInFileTables([0x7fffffff]), true, 'a thread whose fds cannot be listed counts as a ring');
+});
+
+test('a SIGKILLed Node process holding an io_uring instance has no parked thread: it is fenced once every thread is exiting', async (t) => {
+  const child = await startHelper(t, 'io-uring-holder', BIG_NODE);
+  assert.equal(usesIoUring(child.pid!), true, 'Node inherited the ring');
+  const seen = await killAndLook(t, child);
+  assert.ok(seen.fds > 0, 'its fds are still open then');
+  // A look that failed (another thread found) may list some as parked: it stopped before the fds.
+  assert.deepEqual(seen.scan.parked, [], `the look that found no other thread (of ${seen.looks}) found none parked`);
+  assert.ok(seen.scan.exiting.length > 0 && seen.scan.exiting.length <= seen.threads, `every thread left was exiting: ${JSON.stringify(seen.scan)} of ${seen.threads} threads`);
+});
+
 test("a thread's own pending signals are in field 31 of its /proc stat", async (t) => {
   const child = await startHelper(t, 'pending-signal');
   const SIGUSR1 = 10;
@@ -203,14 +266,14 @@ function openFds(pid: number): number {
   return most;
 }
 
-/** Compiles helpers/<name>.c, starts it, and waits for its "ready" line; it is killed after the test. */
-async function startHelper(t: TestContext, name: string): Promise<ChildProcess> {
+/** Compiles helpers/<name>.c, starts it with `args`, and waits for its "ready" line; it is killed after the test. */
+async function startHelper(t: TestContext, name: string, args: string[] = []): Promise<ChildProcess> {
   const dir = tempDir('fusekeeper-fence-');
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bin = join(dir, name);
   const cc = spawnSync('cc', ['-O1', '-o', bin, new URL(`./helpers/${name}.c`, import.meta.url).pathname], { encoding: 'utf8' });
   assert.equal(cc.status, 0, `cc: ${cc.stderr}`);
-  const child = spawn(bin, [], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => child.kill('SIGKILL'));
   await new Promise((r) => child.stdout!.once('data', r));
   return child;
