@@ -354,7 +354,15 @@ export function threadPolicy(tid: number): { policy: number; rtPriority: number 
  */
 export function grantRealtimeRuntime(us = 500_000, path?: string): { files: string[]; restore(): void } {
   const none = { files: [], restore: () => {} };
-  const own = cpuCgroupV1(readFileSync('/proc/self/cgroup', 'utf8'));
+  let cgroups: string;
+  try {
+    cgroups = readFileSync('/proc/self/cgroup', 'utf8');
+  } catch (err) {
+    // A kernel without CONFIG_CGROUPS (the VM tier's) has no such file, and no such limit.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return none;
+    throw err;
+  }
+  const own = cpuCgroupV1(cgroups);
   if (!own || !existsSync(join(own.hierarchy, 'cpu.rt_runtime_us'))) return none;
   const changed: string[] = [];
   const created: string[] = [];
