@@ -1220,7 +1220,13 @@ class Fuzzer {
     if (c.fatalSent !== null || step.expect.closes) return;
     if (m.type === 'release' && c.model.phase === 'ready') {
       const t = this.sessions.get(m.name);
-      if (t?.ownerConn) t.ownerConn.model.session = null;
+      if (t?.ownerConn) {
+        t.ownerConn.model.session = null;
+        // Released from another connection: the owner's one-way frames already sent may reach
+        // the supervisor after the RELEASE. Each is then a protocol error (bad sequence, no
+        // session), and the supervisor disconnects the owner.
+        if (t.ownerConn !== c) t.ownerConn.lenient = true;
+      }
       return;
     }
     const s = c.model.session;
