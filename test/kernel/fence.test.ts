@@ -188,7 +188,7 @@ test("usesIoUring finds an io_uring instance among a process's fds (scanThreads 
   assert.equal(usesIoUring(0x7fffffff), true, 'fds that cannot be listed count as a ring');
 });
 
-test("ringInFileTables lists each fd table once, through a thread that has one", async (t) => {
+test("ringInFileTables finds a ring through any thread of the process; kcmp tells which threads share an fd table", async (t) => {
   const child = await startHelper(t, 'io-uring-holder', [process.execPath, '-e', 'console.log("ready");setInterval(()=>{},1e6)']);
   const tids = readdirSync(`/proc/${child.pid}/task`).map(Number);
   assert.ok(tids.length > 1, 'Node runs several threads');
